@@ -1,0 +1,18 @@
+#ifndef SPEECHAIN_CMPI_SHIM_H
+#define SPEECHAIN_CMPI_SHIM_H
+#include <mpi.h>
+
+// Open MPI defines these handles as macros over global structs, which Swift cannot import;
+// these inline functions hand them over as values.
+static inline MPI_Comm scm_comm_world(void) { return MPI_COMM_WORLD; }
+static inline MPI_Datatype scm_float(void) { return MPI_FLOAT; }
+static inline MPI_Datatype scm_double(void) { return MPI_DOUBLE; }
+static inline MPI_Datatype scm_int64(void) { return MPI_INT64_T; }
+static inline MPI_Datatype scm_uint8(void) { return MPI_UINT8_T; }
+static inline MPI_Op scm_op_sum(void) { return MPI_SUM; }
+static inline MPI_Op scm_op_min(void) { return MPI_MIN; }
+static inline MPI_Op scm_op_max(void) { return MPI_MAX; }
+static inline void *scm_in_place(void) { return MPI_IN_PLACE; }
+static inline MPI_Request scm_request_null(void) { return MPI_REQUEST_NULL; }
+static inline MPI_Status *scm_status_ignore(void) { return MPI_STATUS_IGNORE; }
+#endif

@@ -1,0 +1,26 @@
+/// Every mistake a user can make in a configuration, each rendered as one line that names the key.
+public enum ConfigError: Error, CustomStringConvertible, Equatable {
+    case unknownKey(context: String, key: String, valid: [String])
+    case wrongType(context: String, key: String, expected: String, found: ConfigValue)
+    case invalidValue(context: String, key: String, reason: String)
+    case unknownType(kind: String, name: String, valid: [String])
+    case missing(context: String, key: String)
+    case conflict(String)
+
+    public var description: String {
+        switch self {
+        case .unknownKey(let context, let key, let valid):
+            return "\(context): unknown key '\(key)'; valid keys: \(valid.joined(separator: ", "))"
+        case .wrongType(let context, let key, let expected, let found):
+            return "\(context): '\(key)' must be \(expected), found \(found.typeName) '\(found)'"
+        case .invalidValue(let context, let key, let reason):
+            return "\(context): '\(key)' \(reason)"
+        case .unknownType(let kind, let name, let valid):
+            return "unknown \(kind) '\(name)'; valid: \(valid.joined(separator: ", "))"
+        case .missing(let context, let key):
+            return "\(context): missing required key '\(key)'"
+        case .conflict(let message):
+            return message
+        }
+    }
+}

@@ -1,0 +1,38 @@
+/// A row-major [rows, cols] view of Float32 memory owned elsewhere.
+public struct Matrix {
+    public var data: UnsafeMutablePointer<Float>
+    public var rows: Int
+    public var cols: Int
+    public init(_ data: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
+        self.data = data; self.rows = rows; self.cols = cols
+    }
+    public var count: Int { rows * cols }
+}
+
+/// State a forward pass needs beyond its input: training or evaluation, and the generator dropout draws from.
+public final class ForwardContext {
+    public var training: Bool
+    public var rng: Xoshiro256
+    public init(training: Bool = true, rng: Xoshiro256 = Xoshiro256(seed: 0)) {
+        self.training = training; self.rng = rng
+    }
+}
+
+/// A layer maps [rows, inWidth] to [rows, outWidth] row by row. Backward gets the forward's input and output
+/// and the gradient of the output; it writes the input gradient when asked (`dx` non-nil) and adds parameter
+/// gradients into the store's gradient buffer when `accumulate` is true.
+public protocol Layer: AnyObject {
+    /// The name PyTorch's repr gives it, e.g. `Linear(in_features=16, out_features=32, bias=True)`.
+    var description: String { get }
+    func outputWidth(forInput width: Int) -> Int
+    /// Declares this layer's parameters under `prefix` (e.g. `encoder.0.`).
+    func declareParameters(in store: ParameterStore, prefix: String, module: String)
+    func initialize(in store: ParameterStore, rng: inout Xoshiro256)
+    func forward(_ x: Matrix, _ y: Matrix, context: ForwardContext)
+    func backward(x: Matrix, y: Matrix, dy: Matrix, dx: Matrix?, accumulate: Bool)
+}
+
+extension Layer {
+    public func declareParameters(in store: ParameterStore, prefix: String, module: String) {}
+    public func initialize(in store: ParameterStore, rng: inout Xoshiro256) {}
+}

@@ -1,0 +1,46 @@
+/// Named scalar values (losses or metrics) in a fixed order, so a step reads and writes them without allocating.
+public struct NamedValues: Sendable, Equatable, CustomStringConvertible {
+    public let names: [String]
+    public var values: [Float]
+
+    public init(names: [String]) { self.names = names; values = [Float](repeating: 0, count: names.count) }
+    public init(_ pairs: KeyValuePairs<String, Float>) { names = pairs.map(\.key); values = pairs.map(\.value) }
+
+    public subscript(name: String) -> Float? {
+        get { names.firstIndex(of: name).map { values[$0] } }
+        set { if let i = names.firstIndex(of: name), let v = newValue { values[i] = v } }
+    }
+
+    public var description: String {
+        zip(names, values).map { "\($0)=\(String(format: "%.4f", $1))" }.joined(separator: ", ")
+    }
+}
+
+/// One batch: features [rows, cols] row-major and an integer label per row.
+public struct Batch: Sendable {
+    public var features: [Float]
+    public var labels: [Int32]
+    public var cols: Int
+    public var rows: Int { labels.count }
+    public init(features: [Float], labels: [Int32], cols: Int) {
+        self.features = features; self.labels = labels; self.cols = cols
+    }
+}
+
+/// A trainable model: first-level modules over one ParameterStore; `forward` computes every named loss
+/// (always `loss`) and metric; `backward` adds seed·∂loss/∂θ into the gradient buffer for the parameters of
+/// the given modules only, skipping work no requested gradient depends on.
+public protocol Model: AnyObject, CustomStringConvertible {
+    var parameters: ParameterStore { get }
+    var lossNames: [String] { get }
+    var metricNames: [String] { get }
+    var inputWidth: Int { get }
+    var classCount: Int { get }
+    /// Runs the model on `batch`, writing into `losses` and `metrics` (shaped by lossNames / metricNames).
+    func forward(_ batch: Batch, context: ForwardContext, losses: inout NamedValues, metrics: inout NamedValues) throws
+    func backward(loss: String, seed: Float, modules: [String]) throws
+}
+
+extension Model {
+    public var moduleNames: [String] { parameters.moduleNames }
+}

@@ -1,0 +1,22 @@
+import COpenBLAS
+
+/// Row-major single-precision GEMM through OpenBLAS: C = alpha·op(A)·op(B) + beta·C,
+/// op(A) of shape [m, k], op(B) of shape [k, n], C of shape [m, n].
+public enum BLAS {
+    public static func sgemm(
+        transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+        alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        cblas_sgemm(CblasRowMajor,
+                    transposeA ? CblasTrans : CblasNoTrans,
+                    transposeB ? CblasTrans : CblasNoTrans,
+                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
+                    beta, c, blasint(ldc))
+    }
+
+    /// OpenBLAS's own thread count; one per rank when ranks fill the cores.
+    public static func setThreadCount(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+    public static var threadCount: Int { Int(openblas_get_num_threads()) }
+}

@@ -1,0 +1,42 @@
+import Foundation
+
+/// torch.nn.utils.clip_grad_norm_ over flat gradient ranges: total = (Σ|g|^p)^(1/p) (max|g| for p = ∞), then
+/// g ← g·min(1, max_norm/(total + 1e-6)); the total norm before clipping is returned. A non-finite total leaves the
+/// gradients as they are (the caller skips the update). max_norm ≤ 0 only measures.
+public enum GradientClipping {
+    public static func totalNorm(_ gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>], normType p: Double) -> Double {
+        if p.isInfinite {
+            var m: Float = 0
+            for r in ranges {
+                let v = Kernels.maxMagnitude(gradients + r.lowerBound, count: r.count)
+                if v.isNaN { return .nan }
+                m = max(m, v)
+            }
+            return Double(m)
+        }
+        var sum = 0.0
+        for r in ranges {
+            let g = gradients + r.lowerBound
+            switch p {
+            case 2: sum += Kernels.sumOfSquares(g, count: r.count)
+            case 1: sum += Kernels.sumOfMagnitudes(g, count: r.count)
+            default: sum += Kernels.sumOfPowers(g, count: r.count, p: p)
+            }
+        }
+        switch p {
+        case 2: return sum.squareRoot()
+        case 1: return sum
+        default: return Foundation.pow(sum, 1 / p)
+        }
+    }
+
+    /// Clips in place and returns the total norm (as torch, in float32 precision).
+    @discardableResult
+    public static func clip(_ gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>], maxNorm: Double, normType: Double) -> Float {
+        let total = Float(totalNorm(gradients, ranges: ranges, normType: normType))
+        guard maxNorm > 0, total.isFinite else { return total }
+        let coef = min(Float(maxNorm) / (total + 1e-6), 1)
+        for r in ranges { Kernels.scale(gradients + r.lowerBound, count: r.count, by: coef) }
+        return total
+    }
+}

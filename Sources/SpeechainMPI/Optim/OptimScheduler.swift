@@ -1,0 +1,251 @@
+import Logging
+
+/// Experiment-level settings every OptimScheduler of a run shares (SpeeChain passes them from the runner).
+public struct TrainingOptions: Sendable, Equatable {
+    public var accumGrad = 1
+    public var ftFactor = 1.0
+    public var gradClip = 1.0
+    public var gradNormType = 2.0
+    public var useAMP = false
+    public var scaler = GradScaler()
+    public init(accumGrad: Int = 1, ftFactor: Double = 1, gradClip: Double = 1, gradNormType: Double = 2, useAMP: Bool = false) {
+        self.accumGrad = accumGrad; self.ftFactor = ftFactor; self.gradClip = gradClip
+        self.gradNormType = gradNormType; self.useAMP = useAMP
+    }
+}
+
+/// What one `step` did, for the monitor and the tests.
+public struct StepReport: Sendable, Equatable {
+    public var realStep = 0
+    /// The loss was back-propagated (real_step % step_per_update == 0).
+    public var didBackward = false
+    /// This was an update step (step_num % accum_grad == 0) of a backward step.
+    public var isUpdateStep = false
+    /// The update was skipped because the gradients were not finite.
+    public var skipped = false
+    public var gradNorm: Float?
+    public var lr: Double?
+    /// The loss scale used for this step's backward (AMP only).
+    public var lossScale: Float?
+}
+
+/// The state of one OptimScheduler a checkpoint keeps (SpeeChain's `state_dict`: optimizer and scaler).
+public struct OptimSchedulerState: Codable, Equatable, Sendable {
+    public var optimizer: OptimizerState
+    public var scaler: GradScaler?
+}
+
+/// SpeeChain's OptimScheduler: one optimizer, one lr schedule, gradient accumulation, clipping, the AMP scaler and
+/// the choice of which loss (`optim_loss`) updates which first-level modules (`updated_modules`) how often
+/// (`step_per_update`). On step_num: real_step = (step_num − 1)/accum_grad + 1; when real_step % step_per_update == 0
+/// the loss/accum_grad (×scale) is back-propagated and lr = ft_factor·update_lr(real_step, epoch) is set; when also
+/// step_num % accum_grad == 0 the gradients are synchronised, unscaled, clipped, checked, applied and zeroed.
+public final class OptimScheduler: CustomStringConvertible {
+    public let name: String
+    public let optimType: String
+    public let optimizer: any Optimizer
+    public let schedule: any LRSchedule
+    public let model: any Model
+    public let optimLoss: String
+    /// First-level modules this scheduler updates; nil = the whole model.
+    public let updatedModules: [String]?
+    public let stepPerUpdate: Int
+    public let options: TrainingOptions
+    public private(set) var scaler: GradScaler?
+    public var synchronizer: GradientSynchronizer?
+    /// The flat ranges of the parameters this scheduler updates (contiguous modules merged).
+    public let ranges: [Range<Int>]
+    private let backwardModules: [String]
+
+    public static let ownKeys = ["optim_type", "optim_conf", "optim_loss", "updated_modules", "step_per_update"]
+
+    /// Builds from SpeeChain's `{type, conf}`: conf holds optim_type, optim_conf, optim_loss, updated_modules,
+    /// step_per_update and the schedule's own keys.
+    public init(name: String = "main", type: String, conf: [String: ConfigValue], model: any Model,
+                options: TrainingOptions, synchronizer: GradientSynchronizer? = nil) throws {
+        let scheduleType = try LRSchedules.type(named: type)
+        let context = "optim_sches '\(name)' (\(type))"
+        let reader = try ConfReader(conf, context: context, allowedKeys: Self.ownKeys + scheduleType.confKeys)
+        guard options.accumGrad >= 1 else {
+            throw ConfigError.invalidValue(context: "experiment", key: "accum_grad", reason: "must be >= 1, found \(options.accumGrad)")
+        }
+        guard options.gradNormType > 0 else {
+            throw ConfigError.invalidValue(context: "experiment", key: "grad_norm_type", reason: "must be > 0 (or inf), found \(options.gradNormType)")
+        }
+        guard options.ftFactor > 0, options.ftFactor.isFinite else {
+            throw ConfigError.invalidValue(context: "experiment", key: "ft_factor", reason: "must be a positive number, found \(options.ftFactor)")
+        }
+        guard reader.contains("optim_type") else { throw ConfigError.missing(context: context, key: "optim_type") }
+        optimType = try reader.string("optim_type", default: "")
+        var optimConf: [String: ConfigValue] = [:]
+        switch conf["optim_conf"] {
+        case nil, .null?: break
+        case .map(let m)?: optimConf = m
+        case let other?: throw ConfigError.wrongType(context: context, key: "optim_conf", expected: "a mapping", found: other)
+        }
+        optimLoss = try reader.string("optim_loss", default: "loss")
+        guard model.lossNames.contains(optimLoss) else {
+            throw ConfigError.invalidValue(context: context, key: "optim_loss",
+                reason: "names no loss of the model ('\(optimLoss)'); the model computes: \(model.lossNames.joined(separator: ", "))")
+        }
+        updatedModules = try reader.optionalStringList("updated_modules")
+        if let mods = updatedModules {
+            guard !mods.isEmpty else { throw ConfigError.invalidValue(context: context, key: "updated_modules", reason: "is empty") }
+            for m in mods where !model.moduleNames.contains(m) {
+                throw ConfigError.invalidValue(context: context, key: "updated_modules",
+                    reason: "names no module of the model ('\(m)'); the model has: \(model.moduleNames.joined(separator: ", "))")
+            }
+            guard Set(mods).count == mods.count else {
+                throw ConfigError.invalidValue(context: context, key: "updated_modules", reason: "lists a module twice: \(mods)")
+            }
+        }
+        stepPerUpdate = try reader.int("step_per_update", default: 1)
+        guard stepPerUpdate >= 1 else {
+            throw ConfigError.invalidValue(context: context, key: "step_per_update", reason: "must be >= 1, found \(stepPerUpdate)")
+        }
+        self.name = name
+        self.model = model
+        self.options = options
+        self.synchronizer = synchronizer
+        backwardModules = updatedModules ?? model.moduleNames
+        ranges = model.parameters.ranges(ofModules: updatedModules)
+        let count = ranges.reduce(0) { $0 + $1.count }
+        optimizer = try Optimizers.make(type: optimType, conf: optimConf, parameterCount: count, owner: name)
+        let scheduleConf = conf.filter { !Self.ownKeys.contains($0.key) }
+        schedule = try scheduleType.init(
+            conf: try ConfReader(scheduleConf, context: context, allowedKeys: scheduleType.confKeys),
+            baseLR: optimizer.lr)
+        scaler = options.useAMP ? options.scaler : nil
+    }
+
+    /// SpeeChain's `update_lr`: the schedule's lr for this real step and epoch (before ft_factor).
+    public func updateLR(realStep: Int, epochNum: Int) -> Double { schedule.lr(realStep: realStep, epoch: epochNum) }
+
+    /// SpeeChain's `get_lr`: the lr the optimizer holds now.
+    public var lr: Double { optimizer.lr }
+
+    /// SpeeChain's `step`: see the type's documentation for the order of events.
+    @discardableResult
+    public func step(losses: NamedValues, timer: StepTimer? = nil, optimName: String? = nil,
+                     stepNum: Int, epochNum: Int, logger: Logger? = nil) throws -> StepReport {
+        precondition(stepNum >= 1 && epochNum >= 1)
+        let label = optimName ?? name
+        var report = StepReport()
+        let accum = options.accumGrad
+        report.realStep = (stepNum - 1) / accum + 1
+        guard report.realStep % stepPerUpdate == 0 else { return report }
+        report.didBackward = true
+        let params = model.parameters
+
+        // 1. backward of optim_loss / accum_grad (× loss scale) into the gradients of the updated modules
+        let lossScale = scaler?.lossScale ?? 1
+        if scaler != nil { report.lossScale = lossScale }
+        try measure(timer, "loss_backward_time", label) {
+            try model.backward(loss: optimLoss, seed: lossScale / Float(accum), modules: backwardModules)
+        }
+
+        // 2. lr for this real step, then the update when the accumulation is complete
+        try measure(timer, "optim_time", label) {
+            let lr = options.ftFactor * updateLR(realStep: report.realStep, epochNum: epochNum)
+            optimizer.lr = lr
+            report.lr = lr
+            guard stepNum % accum == 0 else { return }
+            report.isUpdateStep = true
+            let grads = params.gradients.pointer
+            if let synchronizer {
+                try measure(timer, "communication_time", label) { try synchronizer.synchronize(grads, ranges: ranges) }
+            }
+            let foundInf = scaler?.unscale(grads, ranges: ranges) ?? false
+            let norm = GradientClipping.clip(grads, ranges: ranges, maxNorm: options.gradClip, normType: options.gradNormType)
+            report.gradNorm = norm
+            if foundInf || !norm.isFinite {
+                report.skipped = true
+                logger?.info("The grad_norm in the no.\(report.realStep) real step is infinite! So, the parameters are not updated in this step.")
+            } else {
+                optimizer.step(parameters: params.values.pointer, gradients: grads, ranges: ranges)
+            }
+            scaler?.update(foundInf: report.skipped)
+            params.zeroGradients(ranges)
+        }
+        return report
+    }
+
+    @inline(__always)
+    private func measure(_ timer: StepTimer?, _ category: String, _ label: String, _ body: () throws -> Void) rethrows {
+        if let timer { try timer.measure(category, label, body) } else { try body() }
+    }
+
+    public func stateDict() -> OptimSchedulerState {
+        OptimSchedulerState(optimizer: optimizer.stateDict(), scaler: scaler)
+    }
+
+    public func loadStateDict(_ state: OptimSchedulerState) throws {
+        try optimizer.loadStateDict(state.optimizer)
+        switch (scaler, state.scaler) {
+        case (nil, nil): break
+        case (.some, .some(let s)): scaler = s
+        case (nil, .some): throw OptimError.badState("'\(name)': the checkpoint has a GradScaler but use_amp is off")
+        case (.some, nil): throw OptimError.badState("'\(name)': use_amp is on but the checkpoint has no GradScaler")
+        }
+    }
+
+    public var description: String {
+        let mods = updatedModules.map { "[" + $0.map { "'\($0)'" }.joined(separator: ", ") + "]" } ?? "None"
+        return "\(type(of: schedule).className)(optimizer=\(optimType), optim_loss=\(optimLoss), updated_modules=\(mods), \(schedule.reprFields))"
+    }
+}
+
+/// Builds the OptimSchedulers of `optim_sches` in SpeeChain's two shapes — one `{type, conf}` (named `main`) or
+/// several named ones — and rejects overlapping updated_modules.
+public enum OptimSchedulers {
+    public static func make(_ value: ConfigValue, model: any Model, options: TrainingOptions,
+                            synchronizer: GradientSynchronizer? = nil) throws -> [OptimScheduler] {
+        guard case .map(let top) = value else {
+            throw ConfigError.wrongType(context: "train_cfg", key: "optim_sches", expected: "a mapping", found: value)
+        }
+        var entries: [(String, [String: ConfigValue])] = []
+        if top["type"] != nil {
+            entries = [("main", top)]
+        } else {
+            for name in top.keys.sorted() {
+                guard case .map(let m)? = top[name] else {
+                    throw ConfigError.wrongType(context: "optim_sches", key: name, expected: "a mapping with type and conf", found: top[name]!)
+                }
+                entries.append((name, m))
+            }
+        }
+        guard !entries.isEmpty else { throw ConfigError.invalidValue(context: "train_cfg", key: "optim_sches", reason: "is empty") }
+        var result: [OptimScheduler] = []
+        for (name, entry) in entries {
+            let ctx = name == "main" && top["type"] != nil ? "optim_sches" : "optim_sches.\(name)"
+            for key in entry.keys.sorted() where key != "type" && key != "conf" {
+                throw ConfigError.unknownKey(context: ctx, key: key, valid: ["type", "conf"])
+            }
+            guard case .string(let type)? = entry["type"] else { throw ConfigError.missing(context: ctx, key: "type") }
+            var conf: [String: ConfigValue] = [:]
+            switch entry["conf"] {
+            case nil, .null?: break
+            case .map(let m)?: conf = m
+            case let other?: throw ConfigError.wrongType(context: ctx, key: "conf", expected: "a mapping", found: other)
+            }
+            result.append(try OptimScheduler(name: name, type: type, conf: conf, model: model, options: options, synchronizer: synchronizer))
+        }
+        try checkDisjoint(result)
+        return result
+    }
+
+    /// Two schedulers may not update the same module; `updated_modules: None` means every module.
+    public static func checkDisjoint(_ schedulers: [OptimScheduler]) throws {
+        for i in schedulers.indices {
+            for j in schedulers.indices where j > i {
+                let a = schedulers[i], b = schedulers[j]
+                let shared = Set(a.updatedModules ?? a.model.moduleNames).intersection(b.updatedModules ?? b.model.moduleNames)
+                if !shared.isEmpty {
+                    throw ConfigError.conflict("optim_sches '\(a.name)' and '\(b.name)' both update \(shared.sorted().joined(separator: ", "))"
+                        + (a.updatedModules == nil || b.updatedModules == nil ? " (updated_modules unset means the whole model)" : "")
+                        + "; each module may be updated by one OptimScheduler only")
+                }
+            }
+        }
+    }
+}
