@@ -132,3 +132,17 @@ public struct ConfReader {
         throw ConfigError.wrongType(context: context, key: key, expected: "a pair of numbers", found: v)
     }
 }
+
+extension ConfigValue: Decodable {
+    /// Decodes any JSON/YAML scalar, list or mapping, trying the narrowest type first (bool, int, double, string).
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let i = try? c.decode(Int.self) { self = .int(i) }
+        else if let d = try? c.decode(Double.self) { self = .double(d) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let l = try? c.decode([ConfigValue].self) { self = .list(l) }
+        else { self = .map(try c.decode([String: ConfigValue].self)) }
+    }
+}
