@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sets a fresh Debian 12 machine up for speechain-mpi (apt packages when missing), builds the release binary and,
+# unless --no-run is given, trains the default experiment once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(libopenmpi-dev openmpi-bin libopenblas-dev pkg-config)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v swift >/dev/null || { echo "setup: swift (6.x) is not on PATH; install the Swift toolchain first" >&2; exit 1; }
+
+swift build -c release --product speechain-mpi
+echo "setup: built $(swift build -c release --show-bin-path)/speechain-mpi"
+if [ "${1:-}" != "--no-run" ]; then
+    "$(swift build -c release --show-bin-path)/speechain-mpi"
+fi
