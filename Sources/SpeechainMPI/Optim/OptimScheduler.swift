@@ -175,6 +175,11 @@ public final class OptimScheduler: CustomStringConvertible {
         if let timer { try timer.measure(category, label, body) } else { try body() }
     }
 
+    /// Replaces the GradScaler settings and state (use_amp only).
+    public func loadScaler(_ newScaler: GradScaler) {
+        if scaler != nil { scaler = newScaler }
+    }
+
     public func stateDict() -> OptimSchedulerState {
         OptimSchedulerState(optimizer: optimizer.stateDict(), scaler: scaler)
     }
