@@ -36,21 +36,17 @@ public enum Safetensors {
     }
 
     /// Writes `tensors` in the given order as contiguous F32 data, with
-    /// `metadata` (if not empty) as the `__metadata__` entry. The header is
-    /// padded with spaces to a multiple of 8 bytes, like the reference writer.
+    /// `metadata` (if not empty) as the `__metadata__` entry. The header lists
+    /// its keys in sorted order and is padded with spaces to a multiple of 8
+    /// bytes, like the reference writer.
     /// The file is written to a temporary file in the same directory, fsynced
     /// and renamed over `url`, so `url` never holds a partial file.
     public static func write(_ tensors: [NamedTensor], metadata: [String: String] = [:], to url: URL) throws {
         let path = url.path
         var names = Set<String>()
-        var header = "{"
-        var needsComma = false
+        var header: [String: Any] = [:]
         if !metadata.isEmpty {
-            header += "\"__metadata__\":{"
-            let entries = metadata.sorted { $0.key < $1.key }
-                .map { jsonString($0.key) + ":" + jsonString($0.value) }
-            header += entries.joined(separator: ",") + "}"
-            needsComma = true
+            header["__metadata__"] = metadata
         }
         var offset = 0
         for tensor in tensors {
@@ -74,17 +70,16 @@ public enum Safetensors {
             guard !overflow1, !overflow2 else {
                 throw InteropError.invalidArgument(path: path, reason: "tensors are too large to store")
             }
-            if needsComma { header += "," }
-            header += jsonString(tensor.name)
-            header += ":{\"dtype\":\"F32\",\"shape\":["
-            header += tensor.shape.map(String.init).joined(separator: ",")
-            header += "],\"data_offsets\":[\(offset),\(end)]}"
-            needsComma = true
+            header[tensor.name] = ["dtype": "F32", "shape": tensor.shape, "data_offsets": [offset, end]] as [String: Any]
             offset = end
         }
-        header += "}"
 
-        var headerBytes = Array(header.utf8)
+        var headerBytes: [UInt8]
+        do {
+            headerBytes = [UInt8](try JSONSerialization.data(withJSONObject: header, options: .sortedKeys))
+        } catch {
+            throw InteropError.writeFailed(path: path, reason: "cannot encode the header as JSON (\(error.localizedDescription))")
+        }
         let padding = (8 - headerBytes.count % 8) % 8
         headerBytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: padding))
         var prefix = [UInt8](repeating: 0, count: 8)
@@ -124,7 +119,6 @@ public enum Safetensors {
         var count: Int
         var begin: Int
         var end: Int
-        var headerIndex: Int
     }
 
     private static func parse(_ raw: UnsafeRawBufferPointer, path: String) throws -> (tensors: [NamedTensor], metadata: [String: String]) {
@@ -149,33 +143,36 @@ public enum Safetensors {
                 path: path, reason: "header length \(headerLength) bytes exceeds the \(maxHeaderBytes)-byte limit")
         }
         let headerEnd = 8 + Int(headerLength)
-        let headerBytes = Array(raw[8..<headerEnd])
-        guard String(bytes: headerBytes, encoding: .utf8) != nil else {
+        let headerBytes = Data(UnsafeRawBufferPointer(rebasing: raw[8..<headerEnd]))
+        guard String(data: headerBytes, encoding: .utf8) != nil else {
             throw InteropError.malformedHeader(path: path, reason: "header is not valid UTF-8")
         }
-        let json: JSONValue
-        do {
-            var parser = JSONParser(bytes: headerBytes)
-            json = try parser.parseDocument()
-        } catch let error as JSONParser.Failure {
-            throw InteropError.malformedHeader(path: path, reason: "header is not valid JSON (\(error.message) at byte \(error.offset) of the header)")
+        // JSONSerialization would also take UTF-16 or UTF-32 text (which always has NUL bytes) and a
+        // leading byte-order mark; the reference reader takes neither, and UTF-8 JSON has no NUL bytes.
+        guard !headerBytes.contains(0), !headerBytes.starts(with: [0xEF, 0xBB, 0xBF]) else {
+            throw InteropError.malformedHeader(path: path, reason: "header is not valid JSON (it is not UTF-8 text without a byte-order mark)")
         }
-        guard case .object(let members) = json else {
+        let json: Any
+        do {
+            json = try JSONSerialization.jsonObject(with: headerBytes)
+        } catch {
+            let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? error.localizedDescription
+            throw InteropError.malformedHeader(path: path, reason: "header is not valid JSON (\(detail))")
+        }
+        guard let members = json as? [String: Any] else {
             throw InteropError.malformedHeader(path: path, reason: "header JSON is not an object")
         }
 
+        // A repeated key keeps its last value (as in the reference reader). Sorting the names makes
+        // the error reported for a header with several problems deterministic.
         var metadata: [String: String] = [:]
         var entries: [Entry] = []
-        var seen = Set<String>()
-        for (index, (name, value)) in members.enumerated() {
-            guard seen.insert(name).inserted else {
-                throw InteropError.invalidLayout(path: path, reason: "duplicate tensor name \(InteropError.excerpt(name)) in header")
-            }
+        for (name, value) in members.sorted(by: { $0.key < $1.key }) {
             if name == "__metadata__" {
                 metadata = try parseMetadata(value, path: path)
-                continue
+            } else {
+                entries.append(try parseEntry(name: name, value: value, path: path))
             }
-            entries.append(try parseEntry(name: name, value: value, index: index, path: path))
         }
 
         let dataSize = fileSize - headerEnd
@@ -185,7 +182,7 @@ public enum Safetensors {
                 path: path, reason: "file is truncated (header says \(neededSize) bytes of data, file has \(dataSize))")
         }
 
-        entries.sort { ($0.begin, $0.end, $0.headerIndex) < ($1.begin, $1.end, $1.headerIndex) }
+        entries.sort { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
         var expected = 0
         var previous: String?
         for entry in entries {
@@ -219,36 +216,34 @@ public enum Safetensors {
         return (tensors, metadata)
     }
 
-    private static func parseMetadata(_ value: JSONValue, path: String) throws -> [String: String] {
-        if case .null = value { return [:] }
-        guard case .object(let members) = value else {
+    private static func parseMetadata(_ value: Any, path: String) throws -> [String: String] {
+        if value is NSNull { return [:] }
+        guard let members = value as? [String: Any] else {
             throw InteropError.malformedHeader(path: path, reason: "__metadata__ is not an object of strings")
         }
         var metadata: [String: String] = [:]
-        for (key, item) in members {
-            guard case .string(let text) = item else {
+        for (key, item) in members.sorted(by: { $0.key < $1.key }) {
+            guard let text = item as? String else {
                 throw InteropError.malformedHeader(
                     path: path, reason: "__metadata__ value for \(InteropError.excerpt(key)) is not a string")
             }
-            guard metadata.updateValue(text, forKey: key) == nil else {
-                throw InteropError.malformedHeader(path: path, reason: "duplicate __metadata__ key \(InteropError.excerpt(key))")
-            }
+            metadata[key] = text
         }
         return metadata
     }
 
-    private static func parseEntry(name: String, value: JSONValue, index: Int, path: String) throws -> Entry {
+    private static func parseEntry(name: String, value: Any, path: String) throws -> Entry {
         let label = "tensor \(InteropError.excerpt(name))"
-        guard case .object(let fields) = value else {
+        guard let fields = value as? [String: Any] else {
             throw InteropError.malformedHeader(path: path, reason: "\(label) is not described by a JSON object")
         }
-        func field(_ key: String) throws -> JSONValue {
-            guard let found = fields.first(where: { $0.0 == key }) else {
+        func field(_ key: String) throws -> Any {
+            guard let found = fields[key] else {
                 throw InteropError.malformedHeader(path: path, reason: "\(label) has no \"\(key)\"")
             }
-            return found.1
+            return found
         }
-        guard case .string(let dtypeName) = try field("dtype") else {
+        guard let dtypeName = try field("dtype") as? String else {
             throw InteropError.malformedHeader(path: path, reason: "\(label) dtype is not a string")
         }
         guard let dtype = DType(rawValue: dtypeName) else {
@@ -256,18 +251,18 @@ public enum Safetensors {
                 path: path,
                 reason: "\(label) has dtype \(InteropError.excerpt(dtypeName)); only F32, F16, BF16 and F64 can be read")
         }
-        guard case .array(let shapeItems) = try field("shape") else {
+        guard let shapeItems = try field("shape") as? [Any] else {
             throw InteropError.malformedHeader(path: path, reason: "\(label) shape is not an array")
         }
         var shape: [Int] = []
         for item in shapeItems {
-            guard let dimension = item.nonNegativeInt else {
+            guard let dimension = nonNegativeInt(item) else {
                 throw InteropError.malformedHeader(path: path, reason: "\(label) shape contains a value that is not a non-negative integer")
             }
             shape.append(dimension)
         }
-        guard case .array(let offsetItems) = try field("data_offsets"), offsetItems.count == 2,
-              let begin = offsetItems[0].nonNegativeInt, let end = offsetItems[1].nonNegativeInt else {
+        guard let offsetItems = try field("data_offsets") as? [Any], offsetItems.count == 2,
+              let begin = nonNegativeInt(offsetItems[0]), let end = nonNegativeInt(offsetItems[1]) else {
             throw InteropError.malformedHeader(path: path, reason: "\(label) data_offsets is not a pair of non-negative integers")
         }
         guard begin <= end else {
@@ -282,7 +277,20 @@ public enum Safetensors {
                 path: path,
                 reason: "\(label) shape \(shape) of \(dtypeName) needs \(overflow ? "too many" : String(byteCount)) bytes, but data_offsets [\(begin), \(end)] span \(end - begin)")
         }
-        return Entry(name: name, dtype: dtype, shape: shape, count: count, begin: begin, end: end, headerIndex: index)
+        return Entry(name: name, dtype: dtype, shape: shape, count: count, begin: begin, end: end)
+    }
+
+    /// `value` as an Int if it is a JSON integer in 0...Int.max. JSONSerialization hands over every
+    /// number, and true/false, as an NSNumber: booleans have objCType "c", and numbers written with a
+    /// fraction or an exponent are doubles ("d"), which the reference reader refuses even when
+    /// integral (3.0); unsigned values above Int.max fail the exact conversion.
+    private static func nonNegativeInt(_ value: Any) -> Int? {
+        guard let number = value as? NSNumber,
+              !["c", "f", "d"].contains(String(cString: number.objCType)),
+              let integer = Int(exactly: number), integer >= 0 else {
+            return nil
+        }
+        return integer
     }
 
     /// Decodes `count` little-endian elements starting at `start`; the caller
@@ -351,261 +359,5 @@ public enum Safetensors {
             count = product
         }
         return count
-    }
-
-    /// A JSON string literal for `text`.
-    static func jsonString(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
-    }
-}
-
-// MARK: - Minimal JSON parser
-
-extension Safetensors {
-    /// A parsed JSON value. Objects keep their members in order, duplicates
-    /// included, so the caller can reject duplicate names. Numbers keep their text
-    /// so 64-bit offsets are read exactly.
-    enum JSONValue {
-        case object([(String, JSONValue)])
-        case array([JSONValue])
-        case string(String)
-        case number(String)
-        case bool(Bool)
-        case null
-
-        /// The value as an Int if it is a JSON integer literal in 0...Int.max.
-        var nonNegativeInt: Int? {
-            guard case .number(let text) = self, !text.isEmpty,
-                  text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
-                return nil
-            }
-            return Int(text)
-        }
-    }
-
-    /// Recursive-descent JSON parser over UTF-8 bytes with a nesting limit; it
-    /// reports failures as values, never traps.
-    struct JSONParser {
-        struct Failure: Error {
-            var message: String
-            var offset: Int
-        }
-
-        private let bytes: [UInt8]
-        private var position = 0
-        private var depth = 0
-        private static let maxDepth = 64
-
-        init(bytes: [UInt8]) {
-            self.bytes = bytes
-        }
-
-        /// Parses one value followed only by whitespace.
-        mutating func parseDocument() throws -> JSONValue {
-            let value = try parseValue()
-            skipWhitespace()
-            guard position == bytes.count else { throw fail("unexpected text after the JSON value") }
-            return value
-        }
-
-        private func fail(_ message: String) -> Failure {
-            Failure(message: message, offset: position)
-        }
-
-        private var current: UInt8? {
-            position < bytes.count ? bytes[position] : nil
-        }
-
-        private mutating func skipWhitespace() {
-            while let byte = current, byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D {
-                position += 1
-            }
-        }
-
-        private mutating func expect(_ literal: String) throws {
-            for byte in literal.utf8 {
-                guard current == byte else { throw fail("invalid literal") }
-                position += 1
-            }
-        }
-
-        private mutating func parseValue() throws -> JSONValue {
-            skipWhitespace()
-            guard let byte = current else { throw fail("unexpected end of header") }
-            switch byte {
-            case UInt8(ascii: "{"): return try parseObject()
-            case UInt8(ascii: "["): return try parseArray()
-            case UInt8(ascii: "\""): return .string(try parseString())
-            case UInt8(ascii: "t"): try expect("true"); return .bool(true)
-            case UInt8(ascii: "f"): try expect("false"); return .bool(false)
-            case UInt8(ascii: "n"): try expect("null"); return .null
-            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
-            default: throw fail("unexpected character")
-            }
-        }
-
-        private mutating func enter() throws {
-            depth += 1
-            guard depth <= Self.maxDepth else { throw fail("nesting too deep") }
-        }
-
-        private mutating func parseObject() throws -> JSONValue {
-            try enter()
-            defer { depth -= 1 }
-            position += 1  // {
-            var members: [(String, JSONValue)] = []
-            skipWhitespace()
-            if current == UInt8(ascii: "}") {
-                position += 1
-                return .object(members)
-            }
-            while true {
-                skipWhitespace()
-                guard current == UInt8(ascii: "\"") else { throw fail("expected a string key") }
-                let key = try parseString()
-                skipWhitespace()
-                guard current == UInt8(ascii: ":") else { throw fail("expected ':'") }
-                position += 1
-                let value = try parseValue()
-                members.append((key, value))
-                skipWhitespace()
-                guard let byte = current else { throw fail("unexpected end of header") }
-                position += 1
-                if byte == UInt8(ascii: "}") { return .object(members) }
-                guard byte == UInt8(ascii: ",") else {
-                    position -= 1
-                    throw fail("expected ',' or '}'")
-                }
-            }
-        }
-
-        private mutating func parseArray() throws -> JSONValue {
-            try enter()
-            defer { depth -= 1 }
-            position += 1  // [
-            var items: [JSONValue] = []
-            skipWhitespace()
-            if current == UInt8(ascii: "]") {
-                position += 1
-                return .array(items)
-            }
-            while true {
-                items.append(try parseValue())
-                skipWhitespace()
-                guard let byte = current else { throw fail("unexpected end of header") }
-                position += 1
-                if byte == UInt8(ascii: "]") { return .array(items) }
-                guard byte == UInt8(ascii: ",") else {
-                    position -= 1
-                    throw fail("expected ',' or ']'")
-                }
-            }
-        }
-
-        private mutating func parseNumber() throws -> JSONValue {
-            let start = position
-            func digits() -> Int {
-                let from = position
-                while let byte = current, byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") { position += 1 }
-                return position - from
-            }
-            if current == UInt8(ascii: "-") { position += 1 }
-            guard let first = current, first >= UInt8(ascii: "0"), first <= UInt8(ascii: "9") else {
-                throw fail("invalid number")
-            }
-            if first == UInt8(ascii: "0") {
-                position += 1
-            } else {
-                _ = digits()
-            }
-            if current == UInt8(ascii: ".") {
-                position += 1
-                guard digits() > 0 else { throw fail("invalid number") }
-            }
-            if current == UInt8(ascii: "e") || current == UInt8(ascii: "E") {
-                position += 1
-                if current == UInt8(ascii: "+") || current == UInt8(ascii: "-") { position += 1 }
-                guard digits() > 0 else { throw fail("invalid number") }
-            }
-            return .number(String(decoding: bytes[start..<position], as: UTF8.self))
-        }
-
-        private mutating func parseHex4() throws -> UInt32 {
-            var value: UInt32 = 0
-            for _ in 0..<4 {
-                guard let byte = current else { throw fail("unexpected end of header") }
-                let digit: UInt8
-                switch byte {
-                case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
-                case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
-                case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = byte - UInt8(ascii: "A") + 10
-                default: throw fail("invalid \\u escape")
-                }
-                value = value << 4 | UInt32(digit)
-                position += 1
-            }
-            return value
-        }
-
-        private mutating func parseString() throws -> String {
-            position += 1  // opening quote
-            var out: [UInt8] = []
-            while true {
-                guard let byte = current else { throw fail("unterminated string") }
-                position += 1
-                switch byte {
-                case UInt8(ascii: "\""):
-                    return String(decoding: out, as: UTF8.self)
-                case UInt8(ascii: "\\"):
-                    guard let escape = current else { throw fail("unterminated string") }
-                    position += 1
-                    switch escape {
-                    case UInt8(ascii: "\""): out.append(UInt8(ascii: "\""))
-                    case UInt8(ascii: "\\"): out.append(UInt8(ascii: "\\"))
-                    case UInt8(ascii: "/"): out.append(UInt8(ascii: "/"))
-                    case UInt8(ascii: "b"): out.append(0x08)
-                    case UInt8(ascii: "f"): out.append(0x0C)
-                    case UInt8(ascii: "n"): out.append(0x0A)
-                    case UInt8(ascii: "r"): out.append(0x0D)
-                    case UInt8(ascii: "t"): out.append(0x09)
-                    case UInt8(ascii: "u"):
-                        var code = try parseHex4()
-                        if (0xD800...0xDBFF).contains(code) {
-                            guard current == UInt8(ascii: "\\") else { throw fail("unpaired surrogate in \\u escape") }
-                            position += 1
-                            guard current == UInt8(ascii: "u") else { throw fail("unpaired surrogate in \\u escape") }
-                            position += 1
-                            let low = try parseHex4()
-                            guard (0xDC00...0xDFFF).contains(low) else { throw fail("unpaired surrogate in \\u escape") }
-                            code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
-                        }
-                        guard let scalar = Unicode.Scalar(code) else { throw fail("unpaired surrogate in \\u escape") }
-                        UTF8.encode(scalar) { out.append($0) }
-                    default:
-                        throw fail("invalid escape in string")
-                    }
-                default:
-                    guard byte >= 0x20 else { throw fail("control character in string") }
-                    out.append(byte)
-                }
-            }
-        }
     }
 }
