@@ -53,6 +53,15 @@ struct SpeechainMPICommand: ParsableCommand {
     @Option(name: .customLong("train_result_path"), help: "Folder that receives model.safetensors at the end.")
     var trainResultPath: String?
 
+    @Option(name: .customLong("check_consistency_every"), help: "Verify every N updates that all ranks hold bit-identical parameters (0: only at the end).")
+    var checkConsistencyEvery: Int?
+    @Option(name: .customLong("fail_rank"), help: ArgumentHelp("Test hook: the rank that fails (with --fail_step).", visibility: .hidden))
+    var failRank: Int?
+    @Option(name: .customLong("fail_step"), help: ArgumentHelp("Test hook: the step at which --fail_rank fails.", visibility: .hidden))
+    var failStep: Int?
+    @Option(name: .customLong("fail_mode"), help: ArgumentHelp("Test hook: throw (an error) or kill (SIGKILL itself).", visibility: .hidden))
+    var failMode: String = "throw"
+
     func makeExperiment() throws -> Experiment {
         var e = Experiment.default
         if let v = numEpochs { e.numEpochs = v }
@@ -93,16 +102,61 @@ struct SpeechainMPICommand: ParsableCommand {
         }
         e.initWeights = initWeights
         e.trainResultPath = trainResultPath
+        if let v = checkConsistencyEvery { e.checkConsistencyEvery = v }
+        switch (failRank, failStep) {
+        case (let r?, let s?):
+            guard let mode = Experiment.InjectedFailure.Mode(rawValue: failMode) else {
+                throw ValidationError("--fail_mode must be throw or kill, found '\(failMode)'")
+            }
+            e.failure = .init(rank: r, step: s, mode: mode)
+        case (nil, nil): break
+        default: throw ValidationError("--fail_rank and --fail_step go together")
+        }
         return e
     }
 
     func run() throws {
         let experiment = try makeExperiment()
+        // Under mpirun/srun every process is one rank of MPI_COMM_WORLD; started alone it is a world of one
+        // that never initialises MPI, so nothing is communicated.
+        var communicator: Communicator = LocalCommunicator()
         do {
-            try Trainer(experiment: experiment).run()
+            if MPICommunicator.launchedByMPI { communicator = try MPICommunicator() }
         } catch {
-            FileHandle.standardError.write(Data("speechain-mpi: error: \(error)\n".utf8))
+            fail(error, communicator)
+        }
+        if communicator.size > 1 && ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] == nil {
+            BLAS.setThreadCount(1)   // ranks fill the cores
+        }
+        // Set-up is local (config, data, weights); the ranks then agree whether all succeeded, so that bad input
+        // ends every rank cleanly with its own message instead of leaving some waiting in a collective.
+        var trainer: Trainer?
+        var setupError: Error?
+        do { trainer = try Trainer(experiment: experiment, communicator: communicator) } catch { setupError = error }
+        let allReady: Bool
+        do { allReady = try communicator.allreduceMin(setupError == nil ? 1 : 0) == 1 } catch { fail(error, communicator) }
+        guard allReady, let trainer else {
+            if let setupError { report(setupError, communicator) }
+            (communicator as? MPICommunicator)?.finalize()
             throw ExitCode(1)
         }
+        do {
+            try trainer.run()
+        } catch {
+            fail(error, communicator)
+        }
+        (communicator as? MPICommunicator)?.finalize()
+    }
+
+    private func report(_ error: Error, _ communicator: Communicator) {
+        let who = communicator.size > 1 ? "rank \(communicator.rank): " : ""
+        FileHandle.standardError.write(Data("speechain-mpi: error: \(who)\(error)\n".utf8))
+    }
+
+    /// A failure during training ends the whole job at once (MPI_Abort): no rank is left waiting in a collective.
+    private func fail(_ error: Error, _ communicator: Communicator) -> Never {
+        report(error, communicator)
+        if communicator.size > 1 { communicator.abort(code: 1) }
+        Foundation.exit(1)
     }
 }

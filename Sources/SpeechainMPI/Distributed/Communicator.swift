@@ -12,6 +12,8 @@ public protocol Communicator: AnyObject {
     func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) throws
     /// The minimum of one integer over all ranks.
     func allreduceMin(_ value: Int) throws -> Int
+    /// Every rank's value, in rank order.
+    func allgather(_ value: Int64) throws -> [Int64]
     func barrier() throws
     /// Ends every rank of the job with `code` (after this rank printed its own message).
     func abort(code: Int32) -> Never
@@ -30,6 +32,7 @@ public final class LocalCommunicator: Communicator {
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) {}
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) {}
     public func allreduceMin(_ value: Int) -> Int { value }
+    public func allgather(_ value: Int64) -> [Int64] { [value] }
     public func barrier() {}
     public func abort(code: Int32) -> Never { exit(code) }
 }

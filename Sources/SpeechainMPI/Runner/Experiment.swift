@@ -30,8 +30,18 @@ public struct Experiment: Sendable {
     public var optimSches: ConfigValue
     /// Safetensors weights to start from (PyTorch names).
     public var initWeights: String?
-    /// Folder for the final weights (`model.safetensors`); nothing is written when nil.
+    /// Folder for rank 0's log, run summary and final weights; nothing is written when nil.
     public var trainResultPath: String?
+    /// Verify every N updates that all ranks hold bit-identical parameters (0: only at the end).
+    public var checkConsistencyEvery = 0
+    /// Test hook: make rank `failRank` fail at step `failStep`, by throwing or by SIGKILL.
+    public var failure: InjectedFailure?
+
+    public struct InjectedFailure: Sendable, Equatable {
+        public enum Mode: String, Sendable { case `throw`, kill }
+        public var rank: Int, step: Int, mode: Mode
+        public init(rank: Int, step: Int, mode: Mode) { self.rank = rank; self.step = step; self.mode = mode }
+    }
 
     /// The built-in default: learnable synthetic 4-class data in 16 dims, MLP 16→64→64→4 (ReLU), Adam + Noam.
     public static var `default`: Experiment {
@@ -56,6 +66,7 @@ public struct Experiment: Sendable {
         guard numEpochs >= 1 else { throw ConfigError.invalidValue(context: "experiment", key: "num_epochs", reason: "must be >= 1, found \(numEpochs)") }
         guard batchSize >= 1 else { throw ConfigError.invalidValue(context: "data_cfg", key: "batch_size", reason: "must be >= 1, found \(batchSize)") }
         guard reportPerSteps >= 1 else { throw ConfigError.invalidValue(context: "experiment", key: "report_per_steps", reason: "must be >= 1, found \(reportPerSteps)") }
+        guard checkConsistencyEvery >= 0 else { throw ConfigError.invalidValue(context: "experiment", key: "check_consistency_every", reason: "must be >= 0, found \(checkConsistencyEvery)") }
         guard training.accumGrad >= 1 else { throw ConfigError.invalidValue(context: "experiment", key: "accum_grad", reason: "must be >= 1, found \(training.accumGrad)") }
     }
 }
