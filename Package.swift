@@ -34,9 +34,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Counts the heap allocations of a thread, so a test can prove the training step allocates nothing.
+        .target(name: "MallocCounter", path: "Tests/MallocCounter"),
         .testTarget(
             name: "SpeechainMPITests",
-            dependencies: ["SpeechainMPI"],
+            dependencies: ["SpeechainMPI", "MallocCounter"],
             resources: [.copy("Resources")]
         ),
     ],

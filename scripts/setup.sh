@@ -17,8 +17,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v swift >/dev/null || { echo "setup: swift (6.x) is not on PATH; install the Swift toolchain first" >&2; exit 1; }
 
-swift build -c release --product speechain-mpi
-echo "setup: built $(swift build -c release --show-bin-path)/speechain-mpi"
+source scripts/build-flags.sh
+swift build "${SWIFT_RELEASE_FLAGS[@]}" --product speechain-mpi
+bin="$(swift build "${SWIFT_RELEASE_FLAGS[@]}" --show-bin-path)/speechain-mpi"
+echo "setup: built $bin"
 if [ "${1:-}" != "--no-run" ]; then
-    "$(swift build -c release --show-bin-path)/speechain-mpi"
+    "$bin"
 fi

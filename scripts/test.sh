@@ -3,4 +3,7 @@
 # executable). Assumes scripts/setup.sh has been run once on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift test "$@"
+source scripts/build-flags.sh
+# mpirun refuses root without these (CI runs as root); harmless for other users.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+swift test "${SWIFT_RELEASE_FLAGS[@]}" "$@"
