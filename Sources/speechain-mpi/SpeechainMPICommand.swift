@@ -50,7 +50,7 @@ struct SpeechainMPICommand: ParsableCommand {
     var validLabel: String?
     @Option(name: .customLong("init_weights"), help: "Start from these safetensors weights (PyTorch state_dict names).")
     var initWeights: String?
-    @Option(name: .customLong("train_result_path"), help: "Folder that receives model.safetensors at the end.")
+    @Option(name: .customLong("train_result_path"), help: "Folder for rank 0's train.log, summary.json and final model.safetensors.")
     var trainResultPath: String?
 
     @Option(name: .customLong("check_consistency_every"), help: "Verify every N updates that all ranks hold bit-identical parameters (0: only at the end).")

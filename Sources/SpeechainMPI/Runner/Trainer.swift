@@ -13,7 +13,6 @@ public struct TrainingSummary: Codable, Sendable {
     public var steps = 0
     public var stepsPerEpoch = 0
     public var schedulers: [String: SchedulerCounts] = [:]
-    public var lastTrainLoss: Float = .nan
     public var validLoss: Float?
     public var validAccuracy: Float?
     /// FNV-1a of every rank's final parameter bytes, in rank order.
@@ -164,7 +163,6 @@ public final class Trainer {
                 }
                 for (j, v) in (losses.values + metrics.values).enumerated() { window[j] += Double(v); epochSums[j] += Double(v) }
                 window[valueCount] += 1; epochSums[valueCount] += 1
-                summary.lastTrainLoss = losses.values[0]
                 if stepNum % exp.reportPerSteps == 0 {
                     let mean = try globalMeans(&window)
                     var line = "step \(stepNum) (epoch \(epoch)): "
@@ -182,7 +180,7 @@ public final class Trainer {
                 summary.validLoss = vl; summary.validAccuracy = va
                 line += String(format: " | valid loss=%.4f accuracy=%.4f", vl, va)
             }
-            line += String(format: " | %.2f s", Double(DispatchTime.now().uptimeNanoseconds - epochStart) * 1e-9)
+            line += String(format: " | %.3f s", Double(DispatchTime.now().uptimeNanoseconds - epochStart) * 1e-9)
             emit(line)
         }
         for (s, sync) in zip(schedulers, synchronizers) {
