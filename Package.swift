@@ -17,10 +17,12 @@ let package = Package(
                        providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
+        // Float16/bfloat16 rounding kernels, dispatched at run time between F16C/AVX2 and portable code.
+        .target(name: "CKernels", path: "Sources/CKernels"),
         .target(
             name: "SpeechainMPI",
             dependencies: [
-                "CMPI", "COpenBLAS",
+                "CMPI", "COpenBLAS", "CKernels",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],

@@ -9,12 +9,15 @@ public struct Matrix {
     public var count: Int { rows * cols }
 }
 
-/// State a forward pass needs beyond its input: training or evaluation, and the generator dropout draws from.
+/// State a forward pass needs beyond its input: training or evaluation, the generator dropout draws from, and the
+/// autocast precision (`amp`: nil runs in float32; float16/bfloat16 emulate torch.autocast with that dtype, and the
+/// backward of that forward rounds its gradients in the same places).
 public final class ForwardContext {
     public var training: Bool
     public var rng: Xoshiro256
-    public init(training: Bool = true, rng: Xoshiro256 = Xoshiro256(seed: 0)) {
-        self.training = training; self.rng = rng
+    public var amp: ReducedPrecision?
+    public init(training: Bool = true, rng: Xoshiro256 = Xoshiro256(seed: 0), amp: ReducedPrecision? = nil) {
+        self.training = training; self.rng = rng; self.amp = amp
     }
 }
 
@@ -30,9 +33,16 @@ public protocol Layer: AnyObject {
     func initialize(in store: ParameterStore, rng: inout Xoshiro256)
     func forward(_ x: Matrix, _ y: Matrix, context: ForwardContext)
     func backward(x: Matrix, y: Matrix, dy: Matrix, dx: Matrix?, accumulate: Bool)
+    /// Under autocast with `autocast`, the dtype of this layer's output given its input's (nil = float32), as
+    /// torch.autocast decides it: ops on autocast's lower-precision list (matrix products) produce `autocast`, ops on
+    /// its float32 list (layer norm) produce float32, every other op keeps its input's dtype (the default).
+    /// The container rounds the output and the input gradient to these dtypes; a layer rounds only what is internal
+    /// to it (Linear: the casts of its input, weight and bias, and the gradients of those casts).
+    func outputPrecision(input: ReducedPrecision?, autocast: ReducedPrecision) -> ReducedPrecision?
 }
 
 extension Layer {
     public func declareParameters(in store: ParameterStore, prefix: String, module: String) {}
     public func initialize(in store: ParameterStore, rng: inout Xoshiro256) {}
+    public func outputPrecision(input: ReducedPrecision?, autocast: ReducedPrecision) -> ReducedPrecision? { input }
 }

@@ -14,6 +14,8 @@ public final class LayerNorm: Layer {
 
     public var description: String { "LayerNorm((\(features),), eps=\(eps), elementwise_affine=True)" }
     public func outputWidth(forInput width: Int) -> Int { width }
+    /// layer_norm is on autocast's float32 list: statistics and output in float32 whatever the input's dtype.
+    public func outputPrecision(input: ReducedPrecision?, autocast: ReducedPrecision) -> ReducedPrecision? { nil }
 
     public func declareParameters(in store: ParameterStore, prefix: String, module: String) {
         self.store = store

@@ -1,5 +1,13 @@
 /// y = x·Wᵀ + b with W of shape [out, in] (torch.nn.Linear); both products and gradients go through sgemm:
 /// dW += dyᵀ·x, db += Σ_rows dy, dx = dy·W.
+///
+/// Under autocast (`context.amp` = p) it computes as torch's half/bfloat16 addmm does on a GPU: x, W and b are cast
+/// to p, the products accumulate in float32 (exact products of p-values, float32 sums, as tensor cores do), and the
+/// gradients of those casts are p-values: dW_p = p(dyᵀ·x_p) and db_p = p(Σ_rows dy) are added into the float32
+/// gradient buffer (the cast back to the float32 master weight, then accumulation), dx = p(dy·W_p). The output's
+/// own rounding to p belongs to the container (see `Layer.outputPrecision`). W_p is formed block by block, about
+/// 1 MiB at a time, right before the sgemm that reads it, so that emulation adds no pass over the weights in memory;
+/// the same holds for dW_p, rounded and accumulated while its block is still in cache.
 public final class Linear: Layer {
     public let inFeatures: Int
     public let outFeatures: Int
@@ -7,6 +15,16 @@ public final class Linear: Layer {
     private unowned(unsafe) var store: ParameterStore!
     private var weightOffset = 0
     private var biasOffset = 0
+    // autocast state of the last forward and its workspaces (grown once, reused)
+    private var precision: ReducedPrecision?
+    private let roundedInput = FloatBuffer(count: 0)
+    private let block = FloatBuffer(count: 0)
+    private let roundedBias = FloatBuffer(count: 0)
+
+    /// Floats per block of W_p / dW_p under autocast: 1 MiB, cache-resident, yet large enough that each sgemm
+    /// call (which packs the whole activation matrix again) still does most of its work on the weights.
+    public static let defaultAutocastBlockFloats = 1 << 18
+    public var autocastBlockFloats = Linear.defaultAutocastBlockFloats
 
     public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true) {
         self.inFeatures = inFeatures; self.outFeatures = outFeatures; self.hasBias = bias
@@ -15,6 +33,9 @@ public final class Linear: Layer {
     public var description: String { "Linear(in_features=\(inFeatures), out_features=\(outFeatures), bias=\(hasBias ? "True" : "False"))" }
 
     public func outputWidth(forInput width: Int) -> Int { outFeatures }
+
+    /// Matrix products are on autocast's lower-precision list.
+    public func outputPrecision(input: ReducedPrecision?, autocast: ReducedPrecision) -> ReducedPrecision? { autocast }
 
     public func declareParameters(in store: ParameterStore, prefix: String, module: String) {
         self.store = store
@@ -30,26 +51,86 @@ public final class Linear: Layer {
         if hasBias { for i in 0..<outFeatures { w[biasOffset + i] = rng.uniform(-bound, bound) } }
     }
 
+    /// Output rows of W per block under autocast.
+    private var blockRows: Int { max(1, min(outFeatures, autocastBlockFloats / max(inFeatures, 1))) }
+
     public func forward(_ x: Matrix, _ y: Matrix, context: ForwardContext) {
         let w = store.values.pointer
-        BLAS.sgemm(transposeA: false, transposeB: true, m: x.rows, n: outFeatures, k: inFeatures,
-                   a: x.data, lda: inFeatures, b: w + weightOffset, ldb: inFeatures,
-                   beta: 0, c: y.data, ldc: outFeatures)
-        if hasBias { Kernels.addRowVector(w + biasOffset, to: y.data, rows: x.rows, cols: outFeatures) }
+        precision = context.amp
+        guard let p = context.amp else {
+            BLAS.sgemm(transposeA: false, transposeB: true, m: x.rows, n: outFeatures, k: inFeatures,
+                       a: x.data, lda: inFeatures, b: w + weightOffset, ldb: inFeatures,
+                       beta: 0, c: y.data, ldc: outFeatures)
+            if hasBias { Kernels.addRowVector(w + biasOffset, to: y.data, rows: x.rows, cols: outFeatures) }
+            return
+        }
+        // x_p is kept for dW_p in backward (the layer's input buffer belongs to the layer before).
+        roundedInput.resize(to: x.count)
+        p.round(x.data, into: roundedInput.pointer, count: x.count)
+        let rows = blockRows
+        block.resize(to: rows * inFeatures)
+        var o = 0
+        while o < outFeatures {
+            let n = min(rows, outFeatures - o)
+            p.round(w + weightOffset + o * inFeatures, into: block.pointer, count: n * inFeatures)
+            BLAS.sgemm(transposeA: false, transposeB: true, m: x.rows, n: n, k: inFeatures,
+                       a: roundedInput.pointer, lda: inFeatures, b: block.pointer, ldb: inFeatures,
+                       beta: 0, c: y.data + o, ldc: outFeatures)
+            o += n
+        }
+        if hasBias {
+            roundedBias.resize(to: outFeatures)
+            p.round(w + biasOffset, into: roundedBias.pointer, count: outFeatures)
+            Kernels.addRowVector(roundedBias.pointer, to: y.data, rows: x.rows, cols: outFeatures)
+        }
     }
 
     public func backward(x: Matrix, y: Matrix, dy: Matrix, dx: Matrix?, accumulate: Bool) {
         let w = store.values.pointer, g = store.gradients.pointer
+        guard let p = precision else {
+            if accumulate {
+                BLAS.sgemm(transposeA: true, transposeB: false, m: outFeatures, n: inFeatures, k: x.rows,
+                           a: dy.data, lda: outFeatures, b: x.data, ldb: inFeatures,
+                           beta: 1, c: g + weightOffset, ldc: inFeatures)
+                if hasBias { Kernels.accumulateColumnSums(dy.data, rows: dy.rows, cols: outFeatures, into: g + biasOffset) }
+            }
+            if let dx {
+                BLAS.sgemm(transposeA: false, transposeB: false, m: x.rows, n: inFeatures, k: outFeatures,
+                           a: dy.data, lda: outFeatures, b: w + weightOffset, ldb: inFeatures,
+                           beta: 0, c: dx.data, ldc: inFeatures)
+            }
+            return
+        }
+        let rows = blockRows
+        block.resize(to: rows * inFeatures)
         if accumulate {
-            BLAS.sgemm(transposeA: true, transposeB: false, m: outFeatures, n: inFeatures, k: x.rows,
-                       a: dy.data, lda: outFeatures, b: x.data, ldb: inFeatures,
-                       beta: 1, c: g + weightOffset, ldc: inFeatures)
-            if hasBias { Kernels.accumulateColumnSums(dy.data, rows: dy.rows, cols: outFeatures, into: g + biasOffset) }
+            var o = 0
+            while o < outFeatures {
+                let n = min(rows, outFeatures - o)
+                BLAS.sgemm(transposeA: true, transposeB: false, m: n, n: inFeatures, k: x.rows,
+                           a: dy.data + o, lda: outFeatures, b: roundedInput.pointer, ldb: inFeatures,
+                           beta: 0, c: block.pointer, ldc: inFeatures)
+                p.accumulateRounded(block.pointer, into: g + weightOffset + o * inFeatures, count: n * inFeatures)
+                o += n
+            }
+            if hasBias {
+                roundedBias.resize(to: outFeatures)
+                Kernels.fill(roundedBias.pointer, count: outFeatures, value: 0)
+                Kernels.accumulateColumnSums(dy.data, rows: dy.rows, cols: outFeatures, into: roundedBias.pointer)
+                p.accumulateRounded(roundedBias.pointer, into: g + biasOffset, count: outFeatures)
+            }
         }
         if let dx {
-            BLAS.sgemm(transposeA: false, transposeB: false, m: x.rows, n: inFeatures, k: outFeatures,
-                       a: dy.data, lda: outFeatures, b: w + weightOffset, ldb: inFeatures,
-                       beta: 0, c: dx.data, ldc: inFeatures)
+            var o = 0
+            while o < outFeatures {
+                let n = min(rows, outFeatures - o)
+                p.round(w + weightOffset + o * inFeatures, into: block.pointer, count: n * inFeatures)
+                BLAS.sgemm(transposeA: false, transposeB: false, m: x.rows, n: inFeatures, k: n,
+                           a: dy.data + o, lda: outFeatures, b: block.pointer, ldb: inFeatures,
+                           beta: o == 0 ? 0 : 1, c: dx.data, ldc: inFeatures)
+                o += n
+            }
+            p.round(dx.data, count: dx.count)
         }
     }
 }

@@ -97,7 +97,7 @@ public final class MLPClassifier: Model {
         inputBuffer.copy(from: batch.features)
         let x = Matrix(inputBuffer.pointer, rows: batch.rows, cols: batch.cols)
         let h = encoder.forward(x, context: context)
-        let logits = decoder.forward(h, context: context)
+        let logits = decoder.forward(h, context: context, inputPrecision: encoder.outputPrecision)
         let (loss, accuracy) = batch.labels.withUnsafeBufferPointer { criterion.forward(logits: logits, labels: $0) }
         losses.values[0] = loss
         metrics.values[0] = accuracy
@@ -113,6 +113,9 @@ public final class MLPClassifier: Model {
         guard wantEncoder || wantDecoder else { return }
         let d = Matrix(dlogits.pointer, rows: lastRows, cols: classCount)
         criterion.backward(seed: seed, into: d)
+        // cross-entropy runs in float32 on the upcast logits (autocast's float32 list); the upcast's backward rounds
+        // the (loss-scaled) gradient to the logits' dtype, the first place where a too-large scale overflows.
+        decoder.outputPrecision?.round(d.data, count: d.count)
         let dh = decoder.backward(d, needInputGradient: wantEncoder, accumulate: wantDecoder)
         if wantEncoder, let dh { _ = encoder.backward(dh, needInputGradient: false, accumulate: true) }
     }

@@ -48,6 +48,7 @@ public struct GradScaler: Codable, Equatable, Sendable {
 
     /// torch's `_amp_update_scale_`.
     public mutating func update(foundInf: Bool) {
+        guard enabled else { return }
         if foundInf {
             scale *= backoffFactor
             growthTracker = 0
