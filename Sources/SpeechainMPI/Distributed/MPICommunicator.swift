@@ -34,16 +34,39 @@ public final class MPICommunicator: Communicator {
         guard rc == MPI_SUCCESS else { throw DistributedError.mpi(call: call, code: rc, rank: rank) }
     }
 
+    /// Elements per MPI_Allreduce when averaging: each chunk is divided by the world size right after it arrives,
+    /// while it is still in cache, instead of in a second pass over the whole buffer (which cost ~40% on top of
+    /// the allreduce of a 42 MB gradient here). nil: one call for the whole buffer, then one scaling pass.
+    public var averagingChunk: Int? = nil
+
+    /// MPI calls made by `allreduceAverage` so far (one per chunk).
+    public private(set) var averagingCalls = 0
+
     public func allreduceAverage(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
         guard size > 1, count > 0 else { return }
-        // MPI counts are Int32: long buffers go in chunks.
+        // MPI counts are Int32: long buffers always go in chunks.
+        let chunk = min(max(averagingChunk ?? count, 1), Int(Int32.max))
+        let inverse = 1 / Float(size)
         var offset = 0
         while offset < count {
-            let n = min(count - offset, Int(Int32.max))
+            let n = min(count - offset, chunk)
             try check(MPI_Allreduce(scm_in_place(), buffer + offset, Int32(n), scm_float(), scm_op_sum(), comm), "MPI_Allreduce")
+            averagingCalls += 1
+            if averagingChunk != nil { Kernels.scale(buffer + offset, count: n, by: inverse) }
             offset += n
         }
-        Kernels.scale(buffer, count: count, by: 1 / Float(size))
+        if averagingChunk == nil { Kernels.scale(buffer, count: count, by: inverse) }
+    }
+
+    /// One plain in-place MPI_Allreduce (sum) of `count` floats: the reference a gradient synchronisation is
+    /// measured against. Returns the seconds the call took on this rank.
+    @discardableResult
+    public func rawAllreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> Double {
+        guard size > 1, count > 0 else { return 0 }
+        precondition(count <= Int(Int32.max), "one MPI call carries at most Int32.max elements")
+        let start = DispatchTime.now().uptimeNanoseconds
+        try check(MPI_Allreduce(scm_in_place(), buffer, Int32(count), scm_float(), scm_op_sum(), comm), "MPI_Allreduce")
+        return Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
     }
 
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {

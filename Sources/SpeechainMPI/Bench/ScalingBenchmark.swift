@@ -1,0 +1,420 @@
+import COpenBLAS
+import Foundation
+
+/// The scaling benchmark of `speechain-mpi bench`: the training step of an MLP (default 512→2048→2048→2048→512,
+/// GELU, cross-entropy, Adam, batch 64 per rank, synthetic data) timed on every rank, split into compute
+/// (forward + backward), waiting for the slowest rank, gradient synchronisation and optimizer, and set beside three
+/// references measured in the same run: the cblas_sgemm peak, the memory bandwidth and a raw MPI_Allreduce of the
+/// same gradient buffer (timed after every update, so that both medians come from the same minutes).
+///
+/// FLOPs of one sample (matrix products only; biases, activations and the loss are O(width), not O(width²)):
+/// forward Σᵢ 2·inᵢ·outᵢ, backward Σᵢ 2·inᵢ·outᵢ (dW) + Σ_{i>0} 2·inᵢ·outᵢ (dx; the input needs none).
+public enum ScalingBenchmark {
+    public struct Configuration: Sendable, Codable, Equatable {
+        /// Layer widths: input, hidden…, classes; GELU after every hidden layer.
+        public var dims = [512, 2048, 2048, 2048, 512]
+        /// Rows per rank and micro-step (weak scaling).
+        public var batchSize = 64
+        /// Strong scaling: rows per micro-step over all ranks (batch per rank = globalBatch / ranks).
+        public var globalBatch: Int?
+        public var accumGrad = 1
+        /// Timed micro-steps (SpeeChain's step_num), after `warmup` untimed ones; both multiples of accum_grad.
+        public var steps = 32
+        public var warmup = 4
+        public var lr = 1e-3
+        public var seed: UInt64 = 0
+        /// Side of the square cblas_sgemm that measures the peak.
+        public var gemmSize = 1024
+        /// Elements per MPI_Allreduce in the gradient synchronisation (nil: the communicator's default).
+        public var syncChunk: Int?
+
+        public init() {}
+
+        public func batchPerRank(worldSize: Int) -> Int { globalBatch.map { $0 / worldSize } ?? batchSize }
+
+        /// Everything a user can get wrong, as one line naming the option.
+        public func validate(worldSize: Int) throws {
+            func bad(_ option: String, _ reason: String) -> BenchmarkError { .invalid(option: option, reason: reason) }
+            guard dims.count >= 3 else { throw bad("dims", "needs at least input, one hidden and output width (e.g. 512,2048,512), found \(dims.count) value(s)") }
+            guard dims.allSatisfy({ $0 > 0 }) else { throw bad("dims", "widths must be positive, found \(dims.map(String.init).joined(separator: ","))") }
+            guard dims.last! >= 2 else { throw bad("dims", "the output (classes) must be at least 2 wide") }
+            guard batchSize >= 1 else { throw bad("batch_size", "must be >= 1, found \(batchSize)") }
+            if let g = globalBatch {
+                guard g >= 1 else { throw bad("global_batch", "must be >= 1, found \(g)") }
+                guard g % worldSize == 0 else { throw bad("global_batch", "\(g) rows do not divide evenly over \(worldSize) ranks") }
+            }
+            guard accumGrad >= 1 else { throw bad("accum_grad", "must be >= 1, found \(accumGrad)") }
+            guard steps >= 1 else { throw bad("steps", "must be >= 1, found \(steps)") }
+            guard steps % accumGrad == 0 else { throw bad("steps", "\(steps) is not a multiple of --accum_grad \(accumGrad) (whole updates are timed)") }
+            guard warmup >= 0 else { throw bad("warmup", "must be >= 0, found \(warmup)") }
+            guard warmup % accumGrad == 0 else { throw bad("warmup", "\(warmup) is not a multiple of --accum_grad \(accumGrad)") }
+            guard lr > 0, lr.isFinite else { throw bad("lr", "must be a positive number, found \(lr)") }
+            guard gemmSize >= 16 else { throw bad("gemm_size", "must be >= 16, found \(gemmSize)") }
+            if let c = syncChunk { guard c >= 1 else { throw bad("sync_chunk", "must be >= 1, found \(c)") } }
+        }
+    }
+
+    /// The workload's size in closed form (what the report's FLOP rates are computed from).
+    public enum Workload {
+        public static func parameterCount(dims: [Int]) -> Int {
+            zip(dims, dims.dropFirst()).reduce(0) { $0 + $1.0 * $1.1 + $1.1 }
+        }
+        public static func flopsPerSample(dims: [Int]) -> Double {
+            let products = zip(dims, dims.dropFirst()).map { Double(2 * $0 * $1) }
+            return products.reduce(0, +) * 2 + products.dropFirst().reduce(0, +)
+        }
+    }
+
+    public struct AllreducePoint: Codable, Sendable, Equatable {
+        public var bytes: Int
+        public var ms: Double
+    }
+
+    /// What rank 0 reports (bench.json); times in milliseconds, rates per second.
+    public struct Report: Codable, Sendable {
+        public var date = ""
+        public var host = ""
+        public var cpu = ""
+        public var cores = 0
+        public var nodes = 0
+        public var worldSize = 1
+        public var blasThreads = 1
+        public var configuration = Configuration()
+        public var batchPerRank = 0
+        public var globalBatch = 0
+        public var parameters = 0
+        public var flopsPerSample = 0.0
+        /// Median over updates: samples of all ranks per second.
+        public var samplesPerSecond = 0.0
+        /// Total samples over the total timed wall time.
+        public var samplesPerSecondMean = 0.0
+        /// Median time of one micro-step (update time / accum_grad) and of one update.
+        public var stepMs = 0.0
+        public var updateMs = 0.0
+        /// Per update, each the mean over ranks of the rank's median.
+        public var forwardMs = 0.0
+        public var backwardMs = 0.0
+        public var computeMs = 0.0
+        public var waitMs = 0.0
+        public var syncMs = 0.0
+        public var optimizerMs = 0.0
+        /// The slowest rank's median of a raw MPI_Allreduce of the whole gradient buffer (one after every timed
+        /// update), the synchronisation's slowest-rank median, and their ratio.
+        public var rawAllreduceMs = 0.0
+        public var syncMsSlowestRank = 0.0
+        public var syncOverRaw: Double?
+        /// A raw MPI_Allreduce of smaller sizes (slowest rank's best of 10 each) and of the whole gradient (as
+        /// rawAllreduceMs), for a latency–bandwidth fit.
+        public var allreduceCurve: [AllreducePoint] = []
+        public var allreduceCalls = 0
+        public var allreduceBytes = 0
+        public var mpiCalls = 0
+        /// Per rank: the step's FLOPs over the update time, over the compute time only, the square cblas_sgemm peak
+        /// (all ranks measuring at once), and the step's own GEMM shapes alone.
+        public var achievedGflopsPerRank = 0.0
+        public var computeGflopsPerRank = 0.0
+        public var sgemmPeakGflopsPerRank = 0.0
+        public var sgemmShapesGflopsPerRank = 0.0
+        public var fractionOfPeak = 0.0
+        /// Read+write bandwidth of one pass over a parameter-sized buffer, and Adam's floor from it
+        /// (7 parameter-sized streams: read θ, g, m, v; write θ, m, v).
+        public var memoryGbPerSecond = 0.0
+        public var adamFloorMs = 0.0
+        public init() {}
+    }
+
+    /// Runs the benchmark on every rank of `communicator`; every rank returns the same report.
+    public static func run(_ config: Configuration, communicator: Communicator,
+                           progress: (String) -> Void = { _ in }) throws -> Report {
+        let world = communicator.size
+        try config.validate(worldSize: world)
+        let batch = config.batchPerRank(worldSize: world)
+        guard batch >= 1 else { throw BenchmarkError.invalid(option: "global_batch", reason: "gives less than one row per rank") }
+        let mpi = communicator as? MPICommunicator
+        if let chunk = config.syncChunk { mpi?.averagingChunk = chunk }
+
+        // The model and its OptimScheduler: Adam at a constant lr; grad_clip 0 measures the norm without clipping.
+        let dims = config.dims
+        let split = (dims.count + 1) / 2
+        let model = try MLPClassifier(encoder: .init(dims: Array(dims[0..<split]), activation: "GELU"),
+                                      decoder: .init(dims: Array(dims[(split - 1)...]), activation: "GELU"),
+                                      seed: config.seed)
+        try communicator.broadcast(model.parameters.values.pointer, count: model.parameters.count, root: 0)
+        let options = TrainingOptions(accumGrad: config.accumGrad, gradClip: 0)
+        let sync = TimedSynchronizer(communicator: communicator)
+        let scheduler = try OptimScheduler(
+            name: "main", type: "const.ConstantLr",
+            conf: ["optim_type": .string("Adam"), "optim_conf": .map(["lr": .double(config.lr)])],
+            model: model, options: options, synchronizer: world > 1 ? sync : nil)
+
+        // Synthetic data: one fixed batch per rank (features N(0,1), labels uniform), as the PyTorch baseline.
+        var rng = Xoshiro256(seed: config.seed, stream: 0xB0 + UInt64(communicator.rank))
+        let classes = dims.last!
+        let input = Batch(features: (0..<(batch * dims[0])).map { _ in rng.normal() },
+                          labels: (0..<batch).map { _ in Int32(truncatingIfNeeded: rng.next() % UInt64(classes)) },
+                          cols: dims[0])
+        var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
+        let context = ForwardContext(training: true)
+        let timer = StepTimer()
+
+        let updates = config.steps / config.accumGrad, warmupUpdates = config.warmup / config.accumGrad
+        var cycle = [Double](), forward = [Double](), backward = [Double](), optim = [Double](), wait = [Double](), comm = [Double]()
+        var raw = [Double]()
+        var stepNum = 0
+        var timedStart: UInt64 = 0
+        var callsBefore = 0, bytesBefore = 0, mpiCallsBefore = 0
+        progress("bench: \(world) rank(s) × batch \(batch), accum_grad \(config.accumGrad), \(config.warmup) warmup + \(config.steps) timed steps")
+        for u in 0..<(warmupUpdates + updates) {
+            if u == warmupUpdates {
+                try communicator.barrier()
+                callsBefore = sync.inner.calls; bytesBefore = sync.inner.bytes; mpiCallsBefore = mpi?.averagingCalls ?? 0
+                timedStart = DispatchTime.now().uptimeNanoseconds
+            }
+            timer.reset(); sync.resetTimes()
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            var fwd = 0.0
+            for _ in 0..<config.accumGrad {
+                stepNum += 1
+                let f0 = DispatchTime.now().uptimeNanoseconds
+                try model.forward(input, context: context, losses: &losses, metrics: &metrics)
+                fwd += seconds(since: f0)
+                try scheduler.step(losses: losses, timer: timer, stepNum: stepNum, epochNum: 1)
+            }
+            let total = seconds(since: t0)
+            guard u >= warmupUpdates else { continue }
+            guard losses.values[0].isFinite else {
+                throw BenchmarkError.diverged(rank: communicator.rank, step: stepNum)
+            }
+            cycle.append(total)
+            forward.append(fwd)
+            backward.append(timer.total("loss_backward_time"))
+            wait.append(sync.waitSeconds)
+            comm.append(sync.syncSeconds)
+            optim.append(timer.total("optim_time") - sync.waitSeconds - sync.syncSeconds)
+            // The reference, paired with every timed update so that both see the same machine: a raw MPI_Allreduce
+            // of the same buffer, which the update has just zeroed (a sum of zeros leaves it zero).
+            if let mpi, world > 1 {
+                try communicator.barrier()
+                raw.append(try mpi.rawAllreduceSum(model.parameters.gradients.pointer, count: model.parameters.gradients.count))
+            }
+        }
+        try communicator.barrier()
+        let timedWall = seconds(since: timedStart)
+
+        var report = Report()
+        report.configuration = config
+        report.worldSize = world
+        report.batchPerRank = batch
+        report.globalBatch = batch * world
+        report.parameters = model.parameters.count
+        report.flopsPerSample = Workload.flopsPerSample(dims: dims)
+        report.blasThreads = BLAS.threadCount
+        report.cores = ProcessInfo.processInfo.activeProcessorCount
+        report.host = ProcessInfo.processInfo.hostName
+        report.cpu = cpuModel()
+        report.date = ISO8601DateFormatter().string(from: Date())
+        report.nodes = Set(try communicator.allgather(hostHash())).count
+        report.allreduceCalls = sync.inner.calls - callsBefore
+        report.allreduceBytes = sync.inner.bytes - bytesBefore
+        report.mpiCalls = (mpi?.averagingCalls ?? 0) - mpiCallsBefore
+
+        // Rank statistics: every rank's median, then the mean (or max) over ranks.
+        func mean(_ values: [Double]) throws -> Double { try gatherMedians(values, communicator).reduce(0, +) / Double(world) }
+        func slowest(_ values: [Double]) throws -> Double { try gatherMedians(values, communicator).max() ?? 0 }
+        let updateSeconds = try slowest(cycle)
+        let samplesPerUpdate = Double(batch * world * config.accumGrad)
+        report.updateMs = updateSeconds * 1e3
+        report.stepMs = report.updateMs / Double(config.accumGrad)
+        report.samplesPerSecond = samplesPerUpdate / updateSeconds
+        report.samplesPerSecondMean = samplesPerUpdate * Double(updates) / timedWall
+        report.forwardMs = try mean(forward) * 1e3
+        report.backwardMs = try mean(backward) * 1e3
+        report.computeMs = report.forwardMs + report.backwardMs
+        report.waitMs = try mean(wait) * 1e3
+        report.syncMs = try mean(comm) * 1e3
+        report.syncMsSlowestRank = try slowest(comm) * 1e3
+        report.optimizerMs = try mean(optim) * 1e3
+
+        let flopsPerUpdate = report.flopsPerSample * Double(batch * config.accumGrad)
+        report.achievedGflopsPerRank = flopsPerUpdate / updateSeconds / 1e9
+        report.computeGflopsPerRank = flopsPerUpdate / (report.computeMs * 1e-3) / 1e9
+
+        // References measured now, on every rank at once (as the ranks share the machine during training).
+        progress("bench: measuring the sgemm peak, the step's GEMM shapes and the memory bandwidth")
+        try communicator.barrier()
+        let peak = sgemmRate(m: config.gemmSize, n: config.gemmSize, k: config.gemmSize, repeats: 5)
+        report.sgemmPeakGflopsPerRank = try gatherMedians([peak], communicator).reduce(0, +) / Double(world) / 1e9
+        try communicator.barrier()
+        let shapes = stepShapesRate(dims: dims, batch: batch)
+        report.sgemmShapesGflopsPerRank = try gatherMedians([shapes], communicator).reduce(0, +) / Double(world) / 1e9
+        report.fractionOfPeak = report.achievedGflopsPerRank / report.sgemmPeakGflopsPerRank
+        try communicator.barrier()
+        let bandwidth = memoryBandwidth(buffer: model.parameters.gradients)
+        report.memoryGbPerSecond = try gatherMedians([bandwidth], communicator).reduce(0, +) / Double(world) / 1e9
+        report.adamFloorMs = 7 * Double(model.parameters.count * 4) / (report.memoryGbPerSecond * 1e9) * 1e3
+
+        if !raw.isEmpty {
+            report.rawAllreduceMs = try slowest(raw) * 1e3
+            report.syncOverRaw = report.syncMsSlowestRank / report.rawAllreduceMs
+        }
+        if let mpi, world > 1 {
+            let grads = model.parameters.gradients
+            // Each size: every rank's best of 10 (the machine's cost, without the pauses other processes cause),
+            // then the slowest rank.
+            for count in [256, 4096, 65536, 1 << 20] where count < grads.count {
+                var best = Double.infinity
+                for _ in 0..<10 {
+                    try communicator.barrier()
+                    best = min(best, try mpi.rawAllreduceSum(grads.pointer, count: count))
+                }
+                report.allreduceCurve.append(.init(bytes: count * 4, ms: try slowest([best]) * 1e3))
+            }
+            report.allreduceCurve.append(.init(bytes: grads.count * 4, ms: report.rawAllreduceMs))
+        }
+        return report
+    }
+
+    @inline(__always) static func seconds(since start: UInt64) -> Double {
+        Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        guard !values.isEmpty else { return 0 }
+        let s = values.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    /// Every rank's median of `values`, in rank order (gathered bit for bit).
+    static func gatherMedians(_ values: [Double], _ communicator: Communicator) throws -> [Double] {
+        let bits = Int64(bitPattern: median(values).bitPattern)
+        return try communicator.allgather(bits).map { Double(bitPattern: UInt64(bitPattern: $0)) }
+    }
+
+    /// FLOP/s of the best of `repeats` row-major C = A·B (after one untimed call).
+    static func sgemmRate(m: Int, n: Int, k: Int, repeats: Int) -> Double {
+        let a = FloatBuffer(count: m * k, repeating: 0.5), b = FloatBuffer(count: k * n, repeating: 0.25), c = FloatBuffer(count: m * n)
+        var best = Double.infinity
+        for i in 0...repeats {
+            let t = DispatchTime.now().uptimeNanoseconds
+            BLAS.sgemm(transposeA: false, transposeB: false, m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: n,
+                       beta: 0, c: c.pointer, ldc: n)
+            if i > 0 { best = min(best, seconds(since: t)) }
+        }
+        return 2 * Double(m * n * k) / best
+    }
+
+    /// FLOP/s of the step's own products (Linear forward, dW and dx with the transposes the layers use), best of 3.
+    static func stepShapesRate(dims: [Int], batch: Int) -> Double {
+        let widest = dims.max()!
+        let x = FloatBuffer(count: batch * widest, repeating: 0.5), y = FloatBuffer(count: batch * widest, repeating: 0.25)
+        let w = FloatBuffer(count: widest * widest, repeating: 0.125), g = FloatBuffer(count: widest * widest)
+        var flops = 0.0, best = Double.infinity
+        for pass in 0...3 {
+            let t = DispatchTime.now().uptimeNanoseconds
+            flops = 0
+            for (i, (inW, outW)) in zip(dims, dims.dropFirst()).enumerated() {
+                BLAS.sgemm(transposeA: false, transposeB: true, m: batch, n: outW, k: inW, a: x.pointer, lda: inW,
+                           b: w.pointer, ldb: inW, beta: 0, c: y.pointer, ldc: outW)
+                BLAS.sgemm(transposeA: true, transposeB: false, m: outW, n: inW, k: batch, a: y.pointer, lda: outW,
+                           b: x.pointer, ldb: inW, beta: 1, c: g.pointer, ldc: inW)
+                flops += 4 * Double(batch * inW * outW)
+                if i > 0 {
+                    BLAS.sgemm(transposeA: false, transposeB: false, m: batch, n: inW, k: outW, a: y.pointer, lda: outW,
+                               b: w.pointer, ldb: inW, beta: 0, c: x.pointer, ldc: inW)
+                    flops += 2 * Double(batch * inW * outW)
+                }
+            }
+            if pass > 0 { best = min(best, seconds(since: t)) }
+            Kernels.fill(x.pointer, count: x.count, value: 0.5)   // keep the values bounded between passes
+        }
+        return flops / best
+    }
+
+    /// Bytes per second read and written by one scaling pass over `buffer` (best of 5).
+    static func memoryBandwidth(buffer: FloatBuffer) -> Double {
+        var best = Double.infinity
+        for _ in 0..<5 {
+            let t = DispatchTime.now().uptimeNanoseconds
+            Kernels.scale(buffer.pointer, count: buffer.count, by: 0.5)   // 0.5, not 1, which the compiler may drop
+            best = min(best, seconds(since: t))
+        }
+        return 2 * Double(buffer.count * 4) / best
+    }
+
+    static func hostHash() -> Int64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in ProcessInfo.processInfo.hostName.utf8 { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return Int64(bitPattern: h)
+    }
+
+    static func cpuModel() -> String {
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
+              let value = line.split(separator: ":", maxSplits: 1).last else { return "unknown" }
+        return value.trimmingCharacters(in: .whitespaces)
+    }
+}
+
+/// Wraps the gradient allreduce of the benchmark: a barrier first, so that waiting for the slowest rank is timed
+/// apart from the synchronisation itself.
+final class TimedSynchronizer: GradientSynchronizer {
+    let inner: GradientAllreduce
+    let communicator: Communicator
+    private(set) var waitSeconds = 0.0
+    private(set) var syncSeconds = 0.0
+
+    init(communicator: Communicator) {
+        self.communicator = communicator
+        inner = GradientAllreduce(communicator: communicator)
+    }
+
+    func resetTimes() { waitSeconds = 0; syncSeconds = 0 }
+
+    func synchronize(_ gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>]) throws {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        try communicator.barrier()
+        let t1 = DispatchTime.now().uptimeNanoseconds
+        try inner.synchronize(gradients, ranges: ranges)
+        waitSeconds += Double(t1 - t0) * 1e-9
+        syncSeconds += Double(DispatchTime.now().uptimeNanoseconds - t1) * 1e-9
+    }
+}
+
+/// A benchmark that cannot run as asked, one line naming the option.
+public enum BenchmarkError: Error, CustomStringConvertible, Equatable {
+    case invalid(option: String, reason: String)
+    case diverged(rank: Int, step: Int)
+
+    public var description: String {
+        switch self {
+        case .invalid(let option, let reason): return "--\(option) \(reason)"
+        case .diverged(let rank, let step): return "the loss is not finite on rank \(rank) at step \(step) (lower --lr)"
+        }
+    }
+}
+
+extension ScalingBenchmark.Report {
+    /// The human report rank 0 prints.
+    public var text: String {
+        func f(_ v: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", v) }
+        let c = configuration
+        let dims = c.dims.map(String.init).joined(separator: "→")
+        let mb = Double(parameters * 4) / 1e6
+        var lines = [
+            "bench: MLP \(dims) (GELU, cross-entropy, Adam), \(parameters) parameters (\(f(mb, 2)) MB), \(f(flopsPerSample / 1e6, 2)) MFLOP per sample",
+            "ranks:      \(worldSize) on \(nodes) node(s); \(host): \(cpu), \(cores) cores; \(blasThreads) BLAS thread(s) per rank",
+            "batch:      \(batchPerRank) per rank (global \(globalBatch)), accum_grad \(c.accumGrad), \(c.steps) timed steps after \(c.warmup) warmup",
+            "throughput: \(f(samplesPerSecond)) samples/s (median update; \(f(samplesPerSecondMean)) over the whole timed run)",
+            "step:       \(f(stepMs, 2)) ms per step, \(f(updateMs, 2)) ms per update = compute \(f(computeMs, 2)) (forward \(f(forwardMs, 2)) + backward \(f(backwardMs, 2)))"
+                + " + wait \(f(waitMs, 2)) + sync \(f(syncMs, 2)) + optimizer \(f(optimizerMs, 2)) + other \(f(updateMs - computeMs - waitMs - syncMs - optimizerMs, 2))",
+            "allreduce:  \(allreduceCalls) calls, \(allreduceBytes) bytes (\(mpiCalls) MPI_Allreduce calls)",
+            "compute:    \(f(achievedGflopsPerRank)) GFLOP/s per rank over the step, \(f(computeGflopsPerRank)) over forward+backward; "
+                + "sgemm peak \(f(sgemmPeakGflopsPerRank)) (\(c.gemmSize)³), the step's GEMM shapes \(f(sgemmShapesGflopsPerRank)) → step at \(f(fractionOfPeak * 100))% of peak",
+            "memory:     \(f(memoryGbPerSecond, 2)) GB/s read+write → Adam's floor \(f(adamFloorMs, 2)) ms per update (optimizer took \(f(optimizerMs, 2)))",
+        ]
+        if let ratio = syncOverRaw {
+            lines.append("sync/raw:   \(f(syncMsSlowestRank, 2)) ms vs a raw MPI_Allreduce of the same \(f(mb, 2)) MB \(f(rawAllreduceMs, 2)) ms (slowest rank, medians) → \(f(ratio, 3))×")
+        }
+        return lines.joined(separator: "\n")
+    }
+}
