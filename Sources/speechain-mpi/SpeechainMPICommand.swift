@@ -2,161 +2,132 @@ import ArgumentParser
 import Foundation
 import SpeechainMPI
 
-/// The command line: argument parsing and nothing else; the work is in SpeechainMPI's Trainer.
+/// The command line: argument parsing and nothing else. Every experiment-level key of a SpeeChain config is an
+/// option of the same name; any other key is reachable with `--set dotted.path=value`; the command line wins.
 @main
 struct SpeechainMPICommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "speechain-mpi",
         abstract: "SpeeChain's OptimScheduler training core for CPU clusters.",
         discussion: """
-            Without options, trains the built-in default experiment: learnable synthetic 4-class data (1024 training \
-            and 256 validation rows of 16 features), MLP 16→64→64→4 with ReLU, Adam (lr 0.005) under Noam \
-            (warmup_steps 20), 3 epochs of batch 32, printing every step's loss and lr and each epoch's validation.
-            """)
+            Without --config, trains the built-in default experiment (print it with --print_default_config): \
+            learnable synthetic 4-class data (1024 training and 256 validation rows of 16 features), MLP 16→64→64→4 \
+            with ReLU, Adam (lr 0.005) under Noam (warmup_steps 20), 3 epochs of batch 32. Run under mpirun or \
+            srun it trains data-parallel, one rank per process.
+            """,
+        subcommands: [BenchCommand.self, BenchAMPCommand.self])
 
-    @Option(name: .customLong("num_epochs"), help: "Number of epochs (SpeeChain's num_epochs).")
-    var numEpochs: Int?
-    @Option(name: .customLong("batch_size"), help: "Rows per batch on each rank.")
-    var batchSize: Int?
-    @Option(help: "Seed of weight initialisation, data order and dropout.")
-    var seed: UInt64?
-    @Option(name: .customLong("accum_grad"), help: "Micro-steps whose gradients are accumulated before an update.")
-    var accumGrad: Int?
-    @Option(name: .customLong("ft_factor"), help: "Fine-tuning factor multiplying every scheduled lr.")
-    var ftFactor: Double?
-    @Option(name: .customLong("grad_clip"), help: "Max global gradient norm (<= 0: measure only, no clipping).")
-    var gradClip: Double?
-    @Option(name: .customLong("grad_norm_type"), help: "Norm type of the clipping: 1, 2, inf or any p > 0.")
-    var gradNormType: String?
-    @Option(name: .customLong("use_amp"), help: "Dynamic loss scaling with a GradScaler (true/false).")
-    var useAMP: Bool?
-    @Option(name: .customLong("report_per_steps"), help: "Print a step line every N steps.")
-    var reportPerSteps: Int?
-    @Option(help: "Shuffle the training rows every epoch (true/false).")
-    var shuffle: Bool?
-    @Option(name: .customLong("optim_type"), help: "Optimizer of the default OptimScheduler: SGD, Adam, AdamW, Adagrad, RMSprop.")
-    var optimType: String?
-    @Option(help: "lr in the default OptimScheduler's optim_conf.")
-    var lr: Double?
-    @Option(name: .customLong("warmup_steps"), help: "warmup_steps of the default Noam schedule.")
-    var warmupSteps: Int?
-    @Option(name: .customLong("train_feat"), help: "Training features, .npy float32 [N, D] (with --train_label).")
-    var trainFeat: String?
-    @Option(name: .customLong("train_label"), help: "Training labels, .npy int64 [N].")
-    var trainLabel: String?
-    @Option(name: .customLong("valid_feat"), help: "Validation features, .npy float32 [N, D] (with --valid_label).")
-    var validFeat: String?
-    @Option(name: .customLong("valid_label"), help: "Validation labels, .npy int64 [N].")
-    var validLabel: String?
-    @Option(name: .customLong("init_weights"), help: "Start from these safetensors weights (PyTorch state_dict names).")
-    var initWeights: String?
-    @Option(name: .customLong("train_result_path"), help: "Folder for rank 0's train.log, summary.json and final model.safetensors.")
-    var trainResultPath: String?
+    @Option(help: "SpeeChain-style experiment YAML (experiment keys, data_cfg, train_cfg; !ref and !tuple understood).")
+    var config: String?
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override any config key: --set train_cfg.optim_sches.conf.optim_conf.lr=0.01 (repeatable).", valueName: "key=value"))
+    var assignments: [String] = []
+    @Flag(name: .customLong("print_default_config"), help: "Print the default experiment's YAML and exit.")
+    var printDefaultConfig = false
 
-    @Option(name: .customLong("check_consistency_every"), help: "Verify every N updates that all ranks hold bit-identical parameters (0: only at the end).")
-    var checkConsistencyEvery: Int?
-    @Option(name: .customLong("fail_rank"), help: ArgumentHelp("Test hook: the rank that fails (with --fail_step).", visibility: .hidden))
-    var failRank: Int?
-    @Option(name: .customLong("fail_step"), help: ArgumentHelp("Test hook: the step at which --fail_rank fails.", visibility: .hidden))
-    var failStep: Int?
-    @Option(name: .customLong("fail_mode"), help: ArgumentHelp("Test hook: throw (an error) or kill (SIGKILL itself).", visibility: .hidden))
-    var failMode: String = "throw"
+    @Option(help: "Seed of weight initialisation, data order and dropout.") var seed: Int?
+    @Option(name: .customLong("num_epochs"), help: "Number of epochs.") var numEpochs: Int?
+    @Option(name: .customLong("accum_grad"), help: "Micro-steps whose gradients are accumulated before an update.") var accumGrad: Int?
+    @Option(name: .customLong("ft_factor"), help: "Fine-tuning factor multiplying every scheduled lr.") var ftFactor: Double?
+    @Option(name: .customLong("grad_clip"), help: "Max global gradient norm (<= 0: measure only, no clipping).") var gradClip: Double?
+    @Option(name: .customLong("grad_norm_type"), help: "Norm type of the clipping: 1, 2, inf or any p > 0.") var gradNormType: String?
+    @Option(name: .customLong("use_amp"), help: "Mixed precision with a GradScaler (true/false).") var useAMP: Bool?
+    @Option(name: .customLong("amp_dtype"), help: "What use_amp emulates: float16 (default) or bfloat16.") var ampDType: String?
+    @Option(name: .customLong("valid_per_epochs"), help: "Validate every N epochs.") var validPerEpochs: Int?
+    @Option(name: .customLong("report_per_steps"), help: "Print a report line every N steps.") var reportPerSteps: Int?
+    @Option(name: .customLong("best_model_selection"), help: "Keep the N best epochs by a metric, e.g. 'valid accuracy max 3'.") var bestModelSelection: String?
+    @Option(name: .customLong("early_stopping_patience"), help: "Stop after N validations without improvement of the first selection metric.") var earlyStoppingPatience: Int?
+    @Option(name: .customLong("last_model_number"), help: "Keep the weights of the N latest epochs.") var lastModelNumber: Int?
+    @Option(name: .customLong("train_result_path"), help: "Folder for rank 0's log, records, curves, checkpoint and models.") var trainResultPath: String?
+    @Flag(help: "Continue from the checkpoint in train_result_path.") var resume = false
+    @Option(name: .customLong("init_weights"), help: "Start from these safetensors weights (PyTorch state_dict names).") var initWeights: String?
+    @Option(name: .customLong("check_consistency_every"), help: "Verify every N updates that all ranks hold bit-identical parameters (0: only at the end).") var checkConsistencyEvery: Int?
+    @Option(name: .customLong("batch_size"), help: "data_cfg.batch_size: rows per batch on each rank.") var batchSize: Int?
+    @Option(help: "data_cfg.shuffle: shuffle the training rows every epoch (true/false).") var shuffle: Bool?
+    @Option(name: .customLong("train_feat"), help: "Training features, .npy float32 [N, D] (with --train_label).") var trainFeat: String?
+    @Option(name: .customLong("train_label"), help: "Training labels, .npy int64 [N].") var trainLabel: String?
+    @Option(name: .customLong("valid_feat"), help: "Validation features, .npy float32 [N, D] (with --valid_label).") var validFeat: String?
+    @Option(name: .customLong("valid_label"), help: "Validation labels, .npy int64 [N].") var validLabel: String?
+    @Option(name: .customLong("optim_type"), help: "optim_type of a single {type, conf} optim_sches.") var optimType: String?
+    @Option(help: "optim_conf.lr of a single {type, conf} optim_sches.") var lr: Double?
+    @Option(name: .customLong("warmup_steps"), help: "warmup_steps of a single {type, conf} optim_sches.") var warmupSteps: Int?
 
-    func makeExperiment() throws -> Experiment {
-        var e = Experiment.default
-        if let v = numEpochs { e.numEpochs = v }
-        if let v = batchSize { e.batchSize = v }
-        if let v = seed { e.seed = v }
-        if let v = accumGrad { e.training.accumGrad = v }
-        if let v = ftFactor { e.training.ftFactor = v }
-        if let v = gradClip { e.training.gradClip = v }
-        if let v = gradNormType {
-            guard let p = Double(v) else { throw ValidationError("--grad_norm_type must be a number or inf, found '\(v)'") }
-            e.training.gradNormType = p
-        }
-        if let v = useAMP { e.training.useAMP = v }
-        if let v = reportPerSteps { e.reportPerSteps = v }
-        if let v = shuffle { e.shuffle = v }
-        if optimType != nil || lr != nil || warmupSteps != nil,
-           case .map(var top) = e.optimSches, case .map(var conf)? = top["conf"] {
-            if let v = optimType { conf["optim_type"] = .string(v) }
-            if let v = lr {
-                var oc: [String: ConfigValue] = [:]
-                if case .map(let m)? = conf["optim_conf"] { oc = m }
-                oc["lr"] = .double(v)
-                conf["optim_conf"] = .map(oc)
+    @Option(name: .customLong("fail_rank"), help: .hidden) var failRank: Int?
+    @Option(name: .customLong("fail_step"), help: .hidden) var failStep: Int?
+    @Option(name: .customLong("fail_mode"), help: .hidden) var failMode: String = "throw"
+    @Option(name: .customLong("kill_during_checkpoint"), help: .hidden) var killDuringCheckpoint: Int?
+
+    /// The options given, as (dotted config path, value) overrides.
+    func overrides() throws -> [(path: String, value: ConfigValue)] {
+        var o: [(String, ConfigValue)] = []
+        func add(_ path: String, _ v: ConfigValue?) { if let v { o.append((path, v)) } }
+        add("seed", seed.map { .int($0) })
+        add("num_epochs", numEpochs.map { .int($0) })
+        add("accum_grad", accumGrad.map { .int($0) })
+        add("ft_factor", ftFactor.map { .double($0) })
+        add("grad_clip", gradClip.map { .double($0) })
+        add("grad_norm_type", gradNormType.map { .string($0) })
+        add("use_amp", useAMP.map { .bool($0) })
+        add("amp_dtype", ampDType.map { .string($0) })
+        add("valid_per_epochs", validPerEpochs.map { .int($0) })
+        add("report_per_steps", reportPerSteps.map { .int($0) })
+        add("best_model_selection", bestModelSelection.map { .string($0) })
+        add("early_stopping_patience", earlyStoppingPatience.map { .int($0) })
+        add("last_model_number", lastModelNumber.map { .int($0) })
+        add("train_result_path", trainResultPath.map { .string($0) })
+        add("resume", resume ? .bool(true) : nil)
+        add("init_weights", initWeights.map { .string($0) })
+        add("check_consistency_every", checkConsistencyEvery.map { .int($0) })
+        add("data_cfg.batch_size", batchSize.map { .int($0) })
+        add("data_cfg.shuffle", shuffle.map { .bool($0) })
+        add("train_cfg.optim_sches.conf.optim_type", optimType.map { .string($0) })
+        add("train_cfg.optim_sches.conf.optim_conf.lr", lr.map { .double($0) })
+        add("train_cfg.optim_sches.conf.warmup_steps", warmupSteps.map { .int($0) })
+        for (set, feat, label) in [("train", trainFeat, trainLabel), ("valid", validFeat, validLabel)] {
+            switch (feat, label) {
+            case (let f?, let l?): add("data_cfg.\(set)", .map(["type": .string("npy"), "conf": .map(["feat": .string(f), "label": .string(l)])]))
+            case (nil, nil): break
+            default: throw ValidationError("--\(set)_feat and --\(set)_label go together")
             }
-            if let v = warmupSteps { conf["warmup_steps"] = .int(v) }
-            top["conf"] = .map(conf)
-            e.optimSches = .map(top)
         }
-        switch (trainFeat, trainLabel) {
-        case (let f?, let l?): e.train = .npy(features: f, labels: l)
-        case (nil, nil): break
-        default: throw ValidationError("--train_feat and --train_label go together")
+        for a in assignments {
+            guard let eq = a.firstIndex(of: "="), eq != a.startIndex else { throw ValidationError("--set expects key=value, found '\(a)'") }
+            let key = String(a[..<eq])
+            o.append((key, try ConfigFile.value(String(a[a.index(after: eq)...]), key: key)))
         }
-        switch (validFeat, validLabel) {
-        case (let f?, let l?): e.valid = .npy(features: f, labels: l)
-        case (nil, nil): break
-        default: throw ValidationError("--valid_feat and --valid_label go together")
-        }
-        e.initWeights = initWeights
-        e.trainResultPath = trainResultPath
-        if let v = checkConsistencyEvery { e.checkConsistencyEvery = v }
-        switch (failRank, failStep) {
-        case (let r?, let s?):
-            guard let mode = Experiment.InjectedFailure.Mode(rawValue: failMode) else {
-                throw ValidationError("--fail_mode must be throw or kill, found '\(failMode)'")
-            }
-            e.failure = .init(rank: r, step: s, mode: mode)
-        case (nil, nil): break
-        default: throw ValidationError("--fail_rank and --fail_step go together")
-        }
-        return e
+        return o
     }
 
     func run() throws {
-        let experiment = try makeExperiment()
-        // Under mpirun/srun every process is one rank of MPI_COMM_WORLD; started alone it is a world of one
-        // that never initialises MPI, so nothing is communicated.
-        var communicator: Communicator = LocalCommunicator()
-        do {
-            if MPICommunicator.launchedByMPI { communicator = try MPICommunicator() }
-        } catch {
-            fail(error, communicator)
+        if printDefaultConfig { print(Experiment.defaultYAML, terminator: ""); return }
+        let status = Launcher.train {
+            var experiment = try Experiment.load(configPath: config, overrides: overrides())
+            switch (failRank, failStep) {
+            case (let r?, let s?):
+                guard let mode = Experiment.InjectedFailure.Mode(rawValue: failMode) else {
+                    throw ValidationError("--fail_mode must be throw or kill, found '\(failMode)'")
+                }
+                experiment.failure = .init(rank: r, step: s, mode: mode)
+            case (nil, nil): break
+            default: throw ValidationError("--fail_rank and --fail_step go together")
+            }
+            experiment.killDuringCheckpointOfEpoch = killDuringCheckpoint
+            return experiment
         }
-        if communicator.size > 1 && ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] == nil {
-            BLAS.setThreadCount(1)   // ranks fill the cores
-        }
-        // Set-up is local (config, data, weights); the ranks then agree whether all succeeded, so that bad input
-        // ends every rank cleanly with its own message instead of leaving some waiting in a collective.
-        var trainer: Trainer?
-        var setupError: Error?
-        do { trainer = try Trainer(experiment: experiment, communicator: communicator) } catch { setupError = error }
-        let allReady: Bool
-        do { allReady = try communicator.allreduceMin(setupError == nil ? 1 : 0) == 1 } catch { fail(error, communicator) }
-        guard allReady, let trainer else {
-            if let setupError { report(setupError, communicator) }
-            (communicator as? MPICommunicator)?.finalize()
-            throw ExitCode(1)
-        }
-        do {
-            try trainer.run()
-        } catch {
-            fail(error, communicator)
-        }
-        (communicator as? MPICommunicator)?.finalize()
+        if status != 0 { throw ExitCode(status) }
     }
 
-    private func report(_ error: Error, _ communicator: Communicator) {
-        let who = communicator.size > 1 ? "rank \(communicator.rank): " : ""
-        FileHandle.standardError.write(Data("speechain-mpi: error: \(who)\(error)\n".utf8))
-    }
-
-    /// A failure during training ends the whole job at once (MPI_Abort): no rank is left waiting in a collective.
-    private func fail(_ error: Error, _ communicator: Communicator) -> Never {
-        report(error, communicator)
-        if communicator.size > 1 { communicator.abort(code: 1) }
-        Foundation.exit(1)
+    /// Command-line mistakes are one line too (argument-parser would add the usage).
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let error as ExitCode {
+            Foundation.exit(error.rawValue)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success { exit(withError: error) }   // --help, --version
+            FileHandle.standardError.write(Data("speechain-mpi: error: \(message(for: error))\n".utf8))
+            Foundation.exit(code.rawValue)
+        }
     }
 }

@@ -6,6 +6,8 @@ public enum ConfigError: Error, CustomStringConvertible, Equatable {
     case unknownType(kind: String, name: String, valid: [String])
     case missing(context: String, key: String)
     case conflict(String)
+    /// A problem with a whole file (unreadable, malformed YAML), named by its path.
+    case file(path: String, message: String)
 
     public var description: String {
         switch self {
@@ -21,6 +23,8 @@ public enum ConfigError: Error, CustomStringConvertible, Equatable {
             return "\(context): missing required key '\(key)'"
         case .conflict(let message):
             return message
+        case .file(let path, let message):
+            return "\(path): \(message)"
         }
     }
 }

@@ -133,6 +133,23 @@ public struct ConfReader {
     }
 }
 
+extension ConfigValue {
+    /// Sets `value` at a dotted path (`train_cfg.optim_sches.conf.optim_conf.lr`), creating mappings on the way.
+    public static func set(_ value: ConfigValue, at path: [String], in tree: inout [String: ConfigValue]) throws {
+        guard let head = path.first, !head.isEmpty else { throw ConfigError.conflict("empty key in '\(path.joined(separator: "."))'") }
+        if path.count == 1 { tree[head] = value; return }
+        var child: [String: ConfigValue] = [:]
+        switch tree[head] {
+        case nil, .null?: break
+        case .map(let m)?: child = m
+        case let other?:
+            throw ConfigError.conflict("cannot set '\(path.joined(separator: "."))': '\(head)' is \(other.typeName), not a mapping")
+        }
+        try set(value, at: Array(path.dropFirst()), in: &child)
+        tree[head] = .map(child)
+    }
+}
+
 extension ConfigValue: Decodable {
     /// Decodes any JSON/YAML scalar, list or mapping, trying the narrowest type first (bool, int, double, string).
     public init(from decoder: Decoder) throws {

@@ -77,8 +77,8 @@ public final class ParameterStore {
         entries.map { NamedTensor(name: $0.name, shape: $0.shape, values: values.toArray($0.range)) }
     }
 
-    /// Loads every parameter from named tensors; names and shapes must match exactly.
-    public func load(_ tensors: [NamedTensor], source: String) throws {
+    /// Checks that named tensors are exactly this model's parameters (names and shapes), changing nothing.
+    public func validate(_ tensors: [NamedTensor], source: String) throws {
         var byName: [String: NamedTensor] = [:]
         for t in tensors { byName[t.name] = t }
         for e in entries {
@@ -93,6 +93,11 @@ public final class ParameterStore {
         if let extra = tensors.first(where: { index[$0.name] == nil }) {
             throw ModelError.weightsMismatch(source: source, reason: "unexpected parameter '\(extra.name)'")
         }
-        for e in entries { values.copy(from: byName[e.name]!.values, at: e.offset) }
+    }
+
+    /// Loads every parameter from named tensors; names and shapes must match exactly (nothing changes otherwise).
+    public func load(_ tensors: [NamedTensor], source: String) throws {
+        try validate(tensors, source: source)
+        for t in tensors { if let i = index[t.name] { values.copy(from: t.values, at: entries[i].offset) } }
     }
 }

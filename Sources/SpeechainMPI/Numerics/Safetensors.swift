@@ -41,7 +41,9 @@ public enum Safetensors {
     /// bytes, like the reference writer.
     /// The file is written to a temporary file in the same directory, fsynced
     /// and renamed over `url`, so `url` never holds a partial file.
-    public static func write(_ tensors: [NamedTensor], metadata: [String: String] = [:], to url: URL) throws {
+    /// `midWrite` (a test hook) runs once the header is in the temporary file and before the data.
+    public static func write(_ tensors: [NamedTensor], metadata: [String: String] = [:], to url: URL,
+                             midWrite: (() -> Void)? = nil) throws {
         let path = url.path
         var names = Set<String>()
         var header: [String: Any] = [:]
@@ -92,6 +94,7 @@ public enum Safetensors {
         try InteropFile.writeAtomically(to: url) { writer in
             try writer.write(prefix)
             try writer.write(headerBytes)
+            midWrite?()
             for tensor in tensors {
                 try writer.writeLittleEndian(tensor.values)
             }

@@ -7,11 +7,20 @@ public struct TrainingOptions: Sendable, Equatable {
     public var gradClip = 1.0
     public var gradNormType = 2.0
     public var useAMP = false
+    /// What use_amp computes in (SpeeChain's `amp_dtype`): float16 (torch.cuda.amp's default) or bfloat16.
+    /// Master weights, optimizer state and accumulated gradients stay float32 either way.
+    public var ampDType: ReducedPrecision = .float16
+    /// The loss scaler under use_amp; `scaler.enabled = false` trains without loss scaling (torch's
+    /// `GradScaler(enabled=False)`, the usual choice with bfloat16, whose range is float32's).
     public var scaler = GradScaler()
-    public init(accumGrad: Int = 1, ftFactor: Double = 1, gradClip: Double = 1, gradNormType: Double = 2, useAMP: Bool = false) {
+    public init(accumGrad: Int = 1, ftFactor: Double = 1, gradClip: Double = 1, gradNormType: Double = 2, useAMP: Bool = false,
+                ampDType: ReducedPrecision = .float16) {
         self.accumGrad = accumGrad; self.ftFactor = ftFactor; self.gradClip = gradClip
-        self.gradNormType = gradNormType; self.useAMP = useAMP
+        self.gradNormType = gradNormType; self.useAMP = useAMP; self.ampDType = ampDType
     }
+
+    /// The precision forwards run in (the runner's `ForwardContext.amp`): ampDType under use_amp, nil (float32) otherwise.
+    public var autocast: ReducedPrecision? { useAMP ? ampDType : nil }
 }
 
 /// What one `step` did, for the monitor and the tests.
@@ -184,14 +193,20 @@ public final class OptimScheduler: CustomStringConvertible {
         OptimSchedulerState(optimizer: optimizer.stateDict(), scaler: scaler)
     }
 
-    public func loadStateDict(_ state: OptimSchedulerState) throws {
-        try optimizer.loadStateDict(state.optimizer)
+    /// Checks that a state fits this scheduler (optimizer type and sizes, scaler presence) without loading it.
+    public func validateState(_ state: OptimSchedulerState) throws {
+        try optimizer.validateStateDict(state.optimizer)
         switch (scaler, state.scaler) {
-        case (nil, nil): break
-        case (.some, .some(let s)): scaler = s
         case (nil, .some): throw OptimError.badState("'\(name)': the checkpoint has a GradScaler but use_amp is off")
         case (.some, nil): throw OptimError.badState("'\(name)': use_amp is on but the checkpoint has no GradScaler")
+        default: break
         }
+    }
+
+    public func loadStateDict(_ state: OptimSchedulerState) throws {
+        try validateState(state)
+        try optimizer.loadStateDict(state.optimizer)
+        if let s = state.scaler { scaler = s }
     }
 
     public var description: String {

@@ -24,6 +24,8 @@ public protocol Optimizer: AnyObject {
     var stepCount: Int { get }
     func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>])
     func stateDict() -> OptimizerState
+    /// Checks that a state fits this optimizer (type, tensors, sizes) without loading it.
+    func validateStateDict(_ state: OptimizerState) throws
     func loadStateDict(_ state: OptimizerState) throws
 }
 
@@ -55,12 +57,17 @@ public class FlatOptimizer {
         OptimizerState(typeName: name, step: stepCount, lr: lr, tensors: state.export())
     }
 
-    public func loadStateDict(_ s: OptimizerState) throws {
+    public func validateStateDict(_ s: OptimizerState) throws {
         guard s.typeName == name else {
             throw OptimError.badState("state of a \(s.typeName) optimizer cannot be loaded into \(name)")
         }
         guard s.step >= 0 else { throw OptimError.badState("negative step count \(s.step)") }
-        try state.load(s.tensors, typeName: name)
+        try state.validate(s.tensors, typeName: name)
+    }
+
+    public func loadStateDict(_ s: OptimizerState) throws {
+        try validateStateDict(s)
+        state.copy(s.tensors)
         stepCount = s.step; lr = s.lr
     }
 }
@@ -82,7 +89,7 @@ final class StateSlots {
         Dictionary(uniqueKeysWithValues: zip(names, buffers.map { $0.toArray() }))
     }
 
-    func load(_ tensors: [String: [Float]], typeName: String) throws {
+    func validate(_ tensors: [String: [Float]], typeName: String) throws {
         for name in names {
             guard let values = tensors[name] else {
                 throw OptimError.badState("\(typeName) state has no '\(name)'")
@@ -91,7 +98,11 @@ final class StateSlots {
                 throw OptimError.badState("\(typeName) state '\(name)' holds \(values.count) values, the parameters need \(count)")
             }
         }
-        for (i, name) in names.enumerated() { buffers[i].copy(from: tensors[name]!) }
+    }
+
+    /// Copies validated tensors in (see `validate`).
+    func copy(_ tensors: [String: [Float]]) {
+        for (i, name) in names.enumerated() { if let v = tensors[name] { buffers[i].copy(from: v) } }
     }
 }
 

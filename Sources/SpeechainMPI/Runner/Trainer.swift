@@ -3,7 +3,7 @@ import Logging
 
 /// What a finished run reports; rank 0 writes it as `summary.json` under train_result_path.
 public struct TrainingSummary: Codable, Sendable {
-    public struct SchedulerCounts: Codable, Sendable {
+    public struct SchedulerCounts: Codable, Sendable, Equatable {
         public var updates = 0
         public var skipped = 0
         public var allreduceCalls = 0
@@ -12,18 +12,24 @@ public struct TrainingSummary: Codable, Sendable {
     public var worldSize = 1
     public var steps = 0
     public var stepsPerEpoch = 0
+    public var epochs = 0
+    public var earlyStopped = false
     public var schedulers: [String: SchedulerCounts] = [:]
     public var validLoss: Float?
     public var validAccuracy: Float?
+    public var history: [EpochRecord] = []
+    /// Per best_model_selection (e.g. `valid accuracy max 3`), the epochs whose weights were kept.
+    public var bestEpochs: [String: [Int]] = [:]
     /// FNV-1a of every rank's final parameter bytes, in rank order.
     public var parameterChecksums: [String] = []
     public var seconds = 0.0
 }
 
-/// SpeeChain's runner loop: epochs of steps (step_num counts across epochs), each OptimScheduler stepped in order
-/// with the step's losses, validation per epoch without gradient work. Data-parallel over a Communicator: every rank
-/// starts from rank 0's parameters, takes its own shard of each global batch, and its schedulers average gradients
-/// only on update steps; rank 0 alone prints, logs and writes files, reporting losses averaged over all ranks.
+/// SpeeChain's runner: epochs of steps (step_num counts across epochs), each OptimScheduler stepped in order with
+/// the step's losses, validation every valid_per_epochs epochs without gradient work, best-N and latest models,
+/// early stopping, and a resumable checkpoint every epoch. Data-parallel over a Communicator: every rank starts
+/// from rank 0's parameters, takes its own shard of each global batch, and its schedulers average gradients only
+/// on update steps; rank 0 alone prints, logs and writes files, reporting values averaged over all ranks.
 /// `init` does only local work (so that bad input can be agreed on before any collective); `run` starts with the
 /// collectives that make every rank start alike.
 public final class Trainer {
@@ -35,19 +41,25 @@ public final class Trainer {
     private let synchronizers: [GradientAllreduce?]
     private let trainSet: Dataset
     private let validSet: Dataset?
-    private let output: (String) -> Void
+    private let monitor: Monitor
     private let logger: Logger
-    private var logFile: FileHandle?
+    private let resultDir: URL?
+    private let localStepsPerEpoch: Int
+    /// The state carried across epochs (and checkpoints).
+    private var state = CheckpointState()
+    private let resumed: Bool
+    /// Steps per epoch, agreed by all ranks (the minimum) when the run starts.
+    public private(set) var stepsPerEpoch = 0
 
     public init(experiment: Experiment, communicator: Communicator = LocalCommunicator(),
                 output: @escaping (String) -> Void = { print($0) }) throws {
         try experiment.validate()
         self.experiment = experiment
         self.communicator = communicator
-        self.output = output
-        var log = Logger(label: "speechain-mpi")
-        log.logLevel = communicator.isRoot ? .info : .error
-        logger = log
+        resultDir = experiment.trainResultPath.map { URL(fileURLWithPath: $0, isDirectory: true) }
+        let monitor = Monitor(active: communicator.isRoot, directory: resultDir, output: output)
+        self.monitor = monitor
+        logger = Logger(label: "speechain-mpi") { _ in MonitorLogHandler(monitor: monitor) }
         trainSet = try experiment.train.load()
         validSet = try experiment.valid?.load()
         model = try Models.make(type: experiment.modelType, conf: experiment.modelConf, seed: experiment.seed)
@@ -58,142 +70,337 @@ public final class Trainer {
         for set in [trainSet] + (validSet.map { [$0] } ?? []) where set.width != model.inputWidth {
             throw DataError.mismatch("the data has \(set.width) features per row but the model's input is \(model.inputWidth) wide")
         }
-        let syncs: [GradientAllreduce?]
-        var built = try OptimSchedulers.make(experiment.optimSches, model: model, options: experiment.training)
+        for s in experiment.bestModelSelection where !(model.lossNames + model.metricNames).contains(s.metric) {
+            throw ConfigError.invalidValue(context: "experiment", key: "best_model_selection",
+                reason: "names no loss or metric of the model ('\(s.metric)'); it has: \((model.lossNames + model.metricNames).joined(separator: ", "))")
+        }
+        let built = try OptimSchedulers.make(experiment.optimSches, model: model, options: experiment.training)
         if communicator.size > 1 {
-            syncs = built.map { _ in GradientAllreduce(communicator: communicator) }
-            for (s, sync) in zip(built, syncs) { s.synchronizer = sync }
+            synchronizers = built.map { _ in GradientAllreduce(communicator: communicator) }
+            for (s, sync) in zip(built, synchronizers) { s.synchronizer = sync }
         } else {
-            syncs = built.map { _ in nil }
+            synchronizers = built.map { _ in nil }
         }
         schedulers = built
-        built = []
-        synchronizers = syncs
         let local = trainSet.count / (experiment.batchSize * communicator.size)
         guard local > 0 else {
             throw DataError.mismatch("the training set has \(trainSet.count) rows, fewer than one batch of \(experiment.batchSize) per rank × \(communicator.size) ranks")
         }
         localStepsPerEpoch = local
+        state.seed = experiment.seed
+        state.modelType = experiment.modelType
+        state.worldSize = communicator.size
+        state.trackers = experiment.bestModelSelection.map(BestModelTracker.init)
+        resumed = experiment.resume
+        if let dir = resultDir {
+            let checkpoint = dir.appendingPathComponent(Checkpoint.fileName)
+            let exists = FileManager.default.fileExists(atPath: checkpoint.path)
+            if experiment.resume {
+                guard exists else { throw CheckpointError.missing(path: checkpoint.path) }
+                let loaded = try Checkpoint.read(from: checkpoint, model: model, schedulers: schedulers)
+                guard loaded.modelType == experiment.modelType else {
+                    throw CheckpointError.invalid(path: checkpoint.path, reason: "it is a \(loaded.modelType) checkpoint, the experiment trains \(experiment.modelType)")
+                }
+                guard loaded.trackers.map(\.number) == state.trackers.map(\.number),
+                      loaded.trackers.map(\.maximize) == state.trackers.map(\.maximize) else {
+                    throw CheckpointError.invalid(path: checkpoint.path, reason: "it was written with another best_model_selection")
+                }
+                state = loaded
+                state.worldSize = communicator.size
+            } else if exists {
+                // A new run never overwrites a good checkpoint.
+                throw CheckpointError.wouldOverwrite(path: dir.path)
+            }
+        }
     }
-
-    private let localStepsPerEpoch: Int
-    /// Steps per epoch, agreed by all ranks (the minimum) when the run starts.
-    public private(set) var stepsPerEpoch = 0
 
     /// The collective start of a run: all ranks agree on the steps per epoch and take rank 0's parameters.
     private func synchronizeStart() throws {
-        // Every rank trains on its own batch of batch_size rows from each global batch; all agree on the count.
         stepsPerEpoch = try communicator.allreduceMin(localStepsPerEpoch)
-        // Same start everywhere: rank 0's parameters (initialised or loaded) go to every rank.
         try communicator.broadcast(model.parameters.values.pointer, count: model.parameters.count, root: 0)
     }
 
-    private func emit(_ line: String) {
-        guard communicator.isRoot else { return }
-        output(line)
-        logFile?.write(Data((line + "\n").utf8))
-    }
+    private var valueNames: [String] { model.lossNames + model.metricNames }
 
     @discardableResult
     public func run() throws -> TrainingSummary {
         let started = DispatchTime.now().uptimeNanoseconds
         try synchronizeStart()
+        try monitor.open(resumedAtStep: resumed ? state.stepNum : nil)
+        defer { monitor.close() }
+        if communicator.isRoot, let dir = resultDir { removeStaleTemporaryFiles(in: dir) }
+        let exp = experiment
+        if resumed {
+            monitor.line("resumed from \(Checkpoint.fileName): \(state.epoch) epochs and \(state.stepNum) steps done")
+        } else {
+            monitor.line(model.description)
+            for s in schedulers { monitor.line("\(s.name): \(s.description)") }
+            if communicator.size > 1 { monitor.line("data parallel over \(communicator.size) ranks, batch \(exp.batchSize) per rank") }
+        }
+        var epoch = state.epoch
+        while epoch < exp.numEpochs && !state.stopped {
+            epoch += 1
+            try trainEpoch(epoch)
+        }
+        return try finish(started: started)
+    }
+
+    // MARK: - One epoch
+
+    private func trainEpoch(_ epoch: Int) throws {
+        let exp = experiment
+        let epochStart = DispatchTime.now().uptimeNanoseconds
+        let context = ForwardContext(training: true, rng: Xoshiro256(seed: exp.seed, stream: UInt64(epoch) << 20 | UInt64(communicator.rank)),
+                                     amp: exp.training.autocast)
+        var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
+        var batch = Batch(features: [], labels: [], cols: trainSet.width)
+        let order = trainSet.order(epoch: epoch, seed: exp.seed, shuffle: exp.shuffle)
+        let b = exp.batchSize, rank = communicator.rank, world = communicator.size
+        let n = valueNames.count
+        // per-step values of the current report window, rank-local until averaged at the report
+        var window = [Double](repeating: 0, count: exp.reportPerSteps * n)
+        var pending: [StepRecord] = []
+        pending.reserveCapacity(exp.reportPerSteps)
+        var epochSums = [Double](repeating: 0, count: n)
+        var skippedInEpoch: [String: Int] = [:]
+        var skippedInWindow = 0
+        let timesAtEpochStart = timer.seconds
+        var timesAtReport = timer.seconds
+        var firstInWindow = state.stepNum + 1
+
+        for i in 0..<stepsPerEpoch {
+            state.stepNum += 1
+            let stepNum = state.stepNum
+            if let f = exp.failure, f.rank == rank, f.step == stepNum {
+                if f.mode == .kill { kill(getpid(), SIGKILL) }
+                throw DistributedError.injected(rank: rank, step: stepNum)
+            }
+            timer.measure("data_time", "loader") {
+                let first = (i * world + rank) * b
+                trainSet.fill(&batch, rows: order[first..<(first + b)])
+            }
+            try timer.measure("forward_time", "model") {
+                try model.forward(batch, context: context, losses: &losses, metrics: &metrics)
+            }
+            var record = StepRecord(step: stepNum, epoch: epoch, values: [:])
+            var updated = false
+            for s in schedulers {
+                let report = try s.step(losses: losses, timer: timer, stepNum: stepNum, epochNum: epoch, logger: logger)
+                if report.isUpdateStep { updated = true; state.counts[s.name, default: .init()].updates += 1 }
+                if report.skipped {
+                    state.counts[s.name, default: .init()].skipped += 1
+                    skippedInEpoch[s.name, default: 0] += 1
+                    skippedInWindow += 1
+                }
+                if monitor.active {
+                    if let lr = report.lr { record.lr[s.name] = lr }
+                    if let g = report.gradNorm { record.gradNorm[s.name] = Double(g) }
+                    if let sc = report.lossScale { record.lossScale[s.name] = Double(sc) }
+                    if report.isUpdateStep { record.skipped[s.name] = report.skipped }
+                }
+            }
+            if updated {
+                state.updates += 1
+                if exp.checkConsistencyEvery > 0 && state.updates % exp.checkConsistencyEvery == 0 {
+                    try checkConsistency(update: state.updates)
+                }
+            }
+            let slot = (stepNum - firstInWindow) * n
+            for j in 0..<losses.values.count { window[slot + j] = Double(losses.values[j]) }
+            for j in 0..<metrics.values.count { window[slot + losses.values.count + j] = Double(metrics.values[j]) }
+            if monitor.active { pending.append(record) }
+            monitor.progress(step: i + 1, of: stepsPerEpoch, epoch: epoch)
+
+            let windowFull = stepNum - firstInWindow + 1 == exp.reportPerSteps
+            if windowFull || i == stepsPerEpoch - 1 {
+                let count = stepNum - firstInWindow + 1
+                // one small allreduce per report: every step's values averaged over the ranks
+                try window.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0.baseAddress!, count: count * n) }
+                let scale = 1 / Double(world)
+                for k in 0..<(count * n) { window[k] *= scale; epochSums[k % n] += window[k] }
+                if monitor.active {
+                    for (r, idx) in zip(pending.indices, 0..<count) {
+                        for (j, name) in valueNames.enumerated() { pending[r].values[name] = window[idx * n + j] }
+                    }
+                    try monitor.write(pending)
+                    if windowFull {
+                        var line = reportLine(from: firstInWindow, to: stepNum, epoch: epoch, window: window, count: count, since: timesAtReport)
+                        if skippedInWindow > 0 { line += " | skipped updates \(skippedInWindow)" }
+                        monitor.line(line)
+                    }
+                }
+                skippedInWindow = 0
+                pending.removeAll(keepingCapacity: true)
+                timesAtReport = timer.seconds
+                firstInWindow = stepNum + 1
+            }
+        }
+
+        var record = EpochRecord(epoch: epoch)
+        for (j, name) in valueNames.enumerated() { record.train[name] = epochSums[j] / Double(stepsPerEpoch) }
+        for s in schedulers { record.lr[s.name] = s.lr }
+        record.skipped = skippedInEpoch
+        if let validSet, epoch % exp.validPerEpochs == 0 {
+            let (vl, va) = try evaluate(validSet)
+            record.valid = ["loss": Double(vl), "accuracy": Double(va)]
+        }
+        record.seconds = Double(DispatchTime.now().uptimeNanoseconds - epochStart) * 1e-9
+        state.history.append(record)
+        state.epoch = epoch
+        for (k, sel) in exp.bestModelSelection.enumerated() {
+            if let v = record.value(set: sel.set, metric: sel.metric) { state.trackers[k].record(epoch: epoch, value: v) }
+        }
+        // Early stopping is rank 0's decision, broadcast so that every rank stops at the same epoch.
+        if let patience = exp.earlyStoppingPatience, let tracker = state.trackers.first {
+            var flag: Float = communicator.isRoot && tracker.sinceImprovement >= patience ? 1 : 0
+            try communicator.broadcast(&flag, count: 1, root: 0)
+            state.stopped = flag == 1
+        }
+        monitor.line(epochLine(record, since: timesAtEpochStart))
+        if state.stopped {
+            let sel = exp.bestModelSelection[0]
+            monitor.line("early stopping: \(sel.set) \(sel.metric) has not improved for \(state.trackers[0].sinceImprovement) validations (best at epoch \(state.trackers[0].best?.epoch ?? 0))")
+        }
+        if communicator.isRoot { try saveEpoch(epoch) }
+        try monitor.writeCurves(state.history, names: valueNames, schedulers: schedulers.map(\.name))
+        // No rank starts the next epoch before rank 0's checkpoint is complete.
+        try communicator.barrier()
+    }
+
+    private func reportLine(from first: Int, to last: Int, epoch: Int, window: [Double], count: Int, since: [StepTimer.Key: Double]) -> String {
+        let n = valueNames.count
+        var line = first == last ? "step \(last) (epoch \(epoch)): " : "step \(last) (epoch \(epoch), steps \(first)-\(last)): "
+        line += valueNames.enumerated().map { j, name in
+            let mean = (0..<count).map { window[$0 * n + j] }.reduce(0, +) / Double(count)
+            return "\(name)=\(String(format: "%.4f", mean))"
+        }.joined(separator: ", ")
+        line += " | " + schedulers.map { "lr[\($0.name)]=\(String(format: "%.6g", $0.lr))" }.joined(separator: " ")
+        return line + " | " + timeText(since: since, steps: count)
+    }
+
+    /// Mean milliseconds per step of each phase since `since` (optim excludes its communication).
+    private func timeText(since: [StepTimer.Key: Double], steps: Int) -> String {
+        func delta(_ category: String) -> Double {
+            timer.seconds.filter { $0.key.category == category }.map { $0.value - (since[$0.key] ?? 0) }.reduce(0, +)
+        }
+        let comm = delta("communication_time")
+        let parts = [("data", delta("data_time")), ("forward", delta("forward_time")), ("backward", delta("loss_backward_time")),
+                     ("optim", delta("optim_time") - comm), ("comm", comm)]
+        return "ms/step " + parts.map { "\($0.0) \(String(format: "%.3f", $0.1 * 1000 / Double(max(steps, 1))))" }.joined(separator: " ")
+    }
+
+    private func epochLine(_ r: EpochRecord, since: [StepTimer.Key: Double]) -> String {
+        var line = "epoch \(r.epoch): train " + valueNames.map { "\($0)=\(String(format: "%.4f", r.train[$0] ?? .nan))" }.joined(separator: " ")
+        if let v = r.valid { line += " | valid " + ["loss", "accuracy"].map { "\($0)=\(String(format: "%.4f", v[$0] ?? .nan))" }.joined(separator: " ") }
+        line += " | " + schedulers.map { "lr[\($0.name)]=\(String(format: "%.6g", r.lr[$0.name] ?? .nan))" }.joined(separator: " ")
+        let skipped = r.skipped.values.reduce(0, +)
+        if skipped > 0 { line += " | skipped updates \(skipped)" }
+        return line + " | " + timeText(since: since, steps: stepsPerEpoch) + String(format: " | %.3f s", r.seconds)
+    }
+
+    // MARK: - Files (rank 0)
+
+    private var modelsDir: URL? { resultDir?.appendingPathComponent("models", isDirectory: true) }
+
+    private func epochFile(_ epoch: Int) -> URL? { modelsDir?.appendingPathComponent("epoch_\(epoch).safetensors") }
+
+    /// Weights of this epoch and the latest, averages of the best N, the checkpoint, then cleanup of epochs no
+    /// longer wanted. Each file is written atomically and the checkpoint after the model files it refers to.
+    private func saveEpoch(_ epoch: Int) throws {
+        guard let dir = resultDir, let models = modelsDir, let file = epochFile(epoch) else { return }
+        var state = self.state
+        state.counts = countsSoFar()
+        try FileManager.default.createDirectory(at: models, withIntermediateDirectories: true)
+        let tensors = model.parameters.namedTensors()
+        try Safetensors.write(tensors, metadata: ["format": "pt", "epoch": "\(epoch)"], to: file)
+        try Safetensors.write(tensors, metadata: ["format": "pt", "epoch": "\(epoch)"], to: models.appendingPathComponent("latest.safetensors"))
+        for (k, sel) in experiment.bestModelSelection.enumerated() where !state.trackers[k].bestEpochs.isEmpty {
+            let best = state.trackers[k].bestEpochs
+            let average = try averageWeights(best.compactMap(epochFile))
+            try Safetensors.write(average, metadata: ["format": "pt", "epochs": best.map(String.init).joined(separator: ",")],
+                                  to: models.appendingPathComponent("\(sel.averageName).safetensors"))
+        }
+        let hook: (() -> Void)? = experiment.killDuringCheckpointOfEpoch == epoch ? { kill(getpid(), SIGKILL) } : nil
+        try Checkpoint.write(state, model: model, schedulers: schedulers, to: dir.appendingPathComponent(Checkpoint.fileName), midWrite: hook)
+        try removeUnwantedEpochFiles()
+    }
+
+    /// The epochs whose weights stay: the last_model_number latest and each selection's best N.
+    private var wantedEpochs: Set<Int> {
+        var keep = Set((max(1, state.epoch - experiment.lastModelNumber + 1)...max(1, state.epoch)))
+        for t in state.trackers { keep.formUnion(t.bestEpochs) }
+        return keep
+    }
+
+    private func removeUnwantedEpochFiles() throws {
+        guard let models = modelsDir else { return }
+        let keep = wantedEpochs
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: models.path)) ?? [] {
+            guard name.hasPrefix("epoch_"), name.hasSuffix(".safetensors"),
+                  let e = Int(name.dropFirst("epoch_".count).dropLast(".safetensors".count)), !keep.contains(e) else { continue }
+            try? FileManager.default.removeItem(at: models.appendingPathComponent(name))
+        }
+    }
+
+    /// Element-wise mean of weight files (accumulated in Double, in the order given, then rounded to Float).
+    func averageWeights(_ files: [URL]) throws -> [NamedTensor] {
+        var sums: [String: [Double]] = [:]
+        var first: [NamedTensor] = []
+        for url in files {
+            let tensors = try Safetensors.read(contentsOf: url).tensors
+            if first.isEmpty { first = tensors }
+            for t in tensors {
+                var acc = sums[t.name] ?? [Double](repeating: 0, count: t.values.count)
+                for i in t.values.indices { acc[i] += Double(t.values[i]) }
+                sums[t.name] = acc
+            }
+        }
+        let k = Double(files.count)
+        return first.map { t in NamedTensor(name: t.name, shape: t.shape, values: (sums[t.name] ?? []).map { Float($0 / k) }) }
+    }
+
+    /// Temporary files of atomic writes interrupted by a kill.
+    private func removeStaleTemporaryFiles(in dir: URL) {
+        for folder in [dir, dir.appendingPathComponent("models"), dir.appendingPathComponent("figures")] {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] where name.hasPrefix(".") && name.contains(".tmp-") {
+                try? FileManager.default.removeItem(at: folder.appendingPathComponent(name))
+            }
+        }
+    }
+
+    /// Update and skip counts with the allreduces of this process added to those of the runs before a resume.
+    private func countsSoFar() -> [String: TrainingSummary.SchedulerCounts] {
+        var counts = state.counts
+        for (s, sync) in zip(schedulers, synchronizers) {
+            counts[s.name, default: .init()].allreduceCalls += sync?.calls ?? 0
+            counts[s.name, default: .init()].allreduceBytes += sync?.bytes ?? 0
+        }
+        return counts
+    }
+
+    // MARK: - End
+
+    private func finish(started: UInt64) throws -> TrainingSummary {
         var summary = TrainingSummary()
         summary.worldSize = communicator.size
         summary.stepsPerEpoch = stepsPerEpoch
-        let exp = experiment
-        var resultDir: URL?
-        if let path = exp.trainResultPath, communicator.isRoot {
-            let dir = URL(fileURLWithPath: path, isDirectory: true)
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            let log = dir.appendingPathComponent("train.log")
-            FileManager.default.createFile(atPath: log.path, contents: nil)
-            logFile = try FileHandle(forWritingTo: log)
-            resultDir = dir
+        summary.steps = state.stepNum
+        summary.epochs = state.epoch
+        summary.earlyStopped = state.stopped
+        summary.history = state.history
+        summary.schedulers = countsSoFar()
+        if let last = state.history.last(where: { $0.valid != nil })?.valid {
+            summary.validLoss = last["loss"].map { Float($0) }
+            summary.validAccuracy = last["accuracy"].map { Float($0) }
         }
-        defer { try? logFile?.close(); logFile = nil }
-        emit(model.description)
-        for s in schedulers { emit("\(s.name): \(s.description)") }
-        if communicator.size > 1 { emit("data parallel over \(communicator.size) ranks, batch \(exp.batchSize) per rank") }
-
-        var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
-        var batch = Batch(features: [], labels: [], cols: trainSet.width)
-        let context = ForwardContext(training: true)
-        let b = exp.batchSize, rank = communicator.rank, world = communicator.size
-        let valueCount = losses.values.count + metrics.values.count
-        // running sums since the last report, and over the epoch: each value, then the number of steps
-        var window = [Double](repeating: 0, count: valueCount + 1)
-        var epochSums = window
-        var stepNum = 0
-        var updates = 0
-        for epoch in 1...exp.numEpochs {
-            let epochStart = DispatchTime.now().uptimeNanoseconds
-            context.rng = Xoshiro256(seed: exp.seed, stream: UInt64(epoch) << 20 | UInt64(rank))
-            let order = trainSet.order(epoch: epoch, seed: exp.seed, shuffle: exp.shuffle)
-            for i in 0..<epochSums.count { epochSums[i] = 0 }
-            for i in 0..<stepsPerEpoch {
-                stepNum += 1
-                if let f = exp.failure, f.rank == rank, f.step == stepNum {
-                    if f.mode == .kill { kill(getpid(), SIGKILL) }
-                    throw DistributedError.injected(rank: rank, step: stepNum)
-                }
-                let first = (i * world + rank) * b
-                trainSet.fill(&batch, rows: order[first..<(first + b)])
-                try timer.measure("forward_time", "model") {
-                    try model.forward(batch, context: context, losses: &losses, metrics: &metrics)
-                }
-                var notes = ""
-                var updated = false
-                for s in schedulers {
-                    let report = try s.step(losses: losses, timer: timer, stepNum: stepNum, epochNum: epoch, logger: logger)
-                    if report.isUpdateStep {
-                        updated = true
-                        summary.schedulers[s.name, default: .init()].updates += 1
-                    }
-                    if report.skipped {
-                        summary.schedulers[s.name, default: .init()].skipped += 1
-                        notes += " (\(s.name): update skipped, non-finite gradients)"
-                    }
-                }
-                if updated {
-                    updates += 1
-                    if exp.checkConsistencyEvery > 0 && updates % exp.checkConsistencyEvery == 0 {
-                        try checkConsistency(update: updates)
-                    }
-                }
-                for (j, v) in (losses.values + metrics.values).enumerated() { window[j] += Double(v); epochSums[j] += Double(v) }
-                window[valueCount] += 1; epochSums[valueCount] += 1
-                if stepNum % exp.reportPerSteps == 0 {
-                    let mean = try globalMeans(&window)
-                    var line = "step \(stepNum) (epoch \(epoch)): "
-                    line += zip(losses.names + metrics.names, mean).map { "\($0)=\(String(format: "%.4f", $1))" }.joined(separator: ", ")
-                    for s in schedulers { line += ", lr[\(s.name)]=\(String(format: "%.6g", s.lr))" }
-                    emit(line + notes)
-                    for j in 0..<window.count { window[j] = 0 }
-                }
-            }
-            summary.steps = stepNum
-            let mean = try globalMeans(&epochSums)
-            var line = "epoch \(epoch): train " + zip(losses.names + metrics.names, mean).map { "\($0)=\(String(format: "%.4f", $1))" }.joined(separator: " ")
-            if let validSet {
-                let (vl, va) = try evaluate(validSet)
-                summary.validLoss = vl; summary.validAccuracy = va
-                line += String(format: " | valid loss=%.4f accuracy=%.4f", vl, va)
-            }
-            line += String(format: " | %.3f s", Double(DispatchTime.now().uptimeNanoseconds - epochStart) * 1e-9)
-            emit(line)
-        }
-        for (s, sync) in zip(schedulers, synchronizers) {
-            summary.schedulers[s.name, default: .init()].allreduceCalls = sync?.calls ?? 0
-            summary.schedulers[s.name, default: .init()].allreduceBytes = sync?.bytes ?? 0
-        }
+        for (k, sel) in experiment.bestModelSelection.enumerated() { summary.bestEpochs[sel.description] = state.trackers[k].bestEpochs }
         let checksums = try communicator.allgather(Int64(bitPattern: parameterChecksum()))
         summary.parameterChecksums = checksums.map { String(UInt64(bitPattern: $0), radix: 16) }
         summary.seconds = Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9
-        if let dir = resultDir {
+        if communicator.isRoot, let dir = resultDir {
             let weights = dir.appendingPathComponent("model.safetensors")
             try Safetensors.write(model.parameters.namedTensors(), metadata: ["format": "pt"], to: weights)
-            emit("final weights: \(weights.path)")
+            monitor.line("final weights: \(weights.path)")
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             encoder.keyEncodingStrategy = .convertToSnakeCase
@@ -204,13 +411,6 @@ public final class Trainer {
             }
         }
         return summary
-    }
-
-    /// Sums `sums` (values…, count) over ranks and returns the means; one small allreduce.
-    private func globalMeans(_ sums: inout [Double]) throws -> [Double] {
-        try sums.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0.baseAddress!, count: $0.count) }
-        let n = max(sums.last ?? 1, 1)
-        return sums.dropLast().map { $0 / n }
     }
 
     /// FNV-1a over the parameter bytes: equal on two ranks iff their parameters are bit-identical (up to hash collisions).
@@ -230,7 +430,7 @@ public final class Trainer {
     public func evaluate(_ set: Dataset) throws -> (loss: Float, accuracy: Float) {
         var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
         var batch = Batch(features: [], labels: [], cols: set.width)
-        let context = ForwardContext(training: false)
+        let context = ForwardContext(training: false, amp: experiment.training.autocast)
         let order = Array(0..<set.count)
         var sums = [0.0, 0.0, 0.0]   // loss·rows, accuracy·rows, rows
         var start = communicator.rank * experiment.batchSize

@@ -104,7 +104,7 @@ func maxRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> Do
         #expect(s.parameterChecksums.count == 4)
         #expect(Set(s.parameterChecksums).count == 1, "\(s.parameterChecksums)")
         let files = try FileManager.default.contentsOfDirectory(atPath: run.directory.path).sorted()
-        #expect(files == ["model.safetensors", "summary.json", "train.log"])
+        #expect(files == ["checkpoint.safetensors", "figures", "model.safetensors", "models", "steps.jsonl", "summary.json", "train.log"])
         // rank 0 alone prints: every epoch line once, and nothing on stderr
         #expect(run.result.stdout.components(separatedBy: "epoch 1:").count == 2)
         #expect(run.result.stderr.isEmpty, "\(run.result.stderr)")

@@ -49,7 +49,7 @@ enum Executable {
         for (i, line) in steps.enumerated() {
             let s = Double(i + 1)
             let expected = 0.005 * 20.0.squareRoot() * min(1 / s.squareRoot(), s * pow(20, -1.5))
-            let lrText = try #require(line.split(separator: "lr[main]=").last)
+            let lrText = try #require(line.split(separator: "lr[main]=").last?.split(separator: " ").first)
             let got = try #require(Double(lrText))
             #expect(abs(got - expected) <= 1e-5 * expected, "step \(i + 1): \(line)")
             #expect(line.contains("loss="))

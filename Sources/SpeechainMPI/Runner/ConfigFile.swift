@@ -1,0 +1,169 @@
+import Foundation
+import Yams
+
+/// Reads SpeeChain-style YAML configs into ConfigValue trees. Understands SpeeChain's tags:
+/// `!ref <name>` (the value of the top-level key `name`; inside a longer string, `<name>` is replaced by its
+/// text, e.g. `!ref <exp_root>/models`) and `!tuple (a, b, c)` (a list of YAML scalars).
+public enum ConfigFile {
+    public static func load(_ path: String) throws -> [String: ConfigValue] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            var isDir: ObjCBool = false
+            let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
+            throw ConfigError.file(path: path, message: exists ? (isDir.boolValue ? "is a directory" : "cannot be read") : "no such file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else { throw ConfigError.file(path: path, message: "is not UTF-8 text") }
+        return try parse(text, source: path)
+    }
+
+    public static func parse(_ text: String, source: String) throws -> [String: ConfigValue] {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw ConfigError.file(path: source, message: "malformed YAML: " + oneLine(error))
+        } catch {
+            throw ConfigError.file(path: source, message: "malformed YAML: \(error)")
+        }
+        guard let root else { return [:] }
+        guard case .mapping(let mapping) = root else {
+            throw ConfigError.file(path: source, message: "the top level must be a mapping of keys to values")
+        }
+        var resolver = Resolver(source: source, topLevel: [:])
+        for (k, v) in mapping {
+            guard case .scalar(let key) = k else { throw ConfigError.file(path: source, message: "keys must be plain names") }
+            resolver.topLevel[key.string] = v
+        }
+        var result: [String: ConfigValue] = [:]
+        for (k, v) in mapping {
+            let key = k.string ?? ""
+            if result[key] != nil { throw ConfigError.file(path: source, message: "'\(key)' is given twice") }
+            result[key] = try resolver.value(v, path: key)
+        }
+        result[ConfigFile.referencedKeysMarker] = .list(resolver.referenced.sorted().map { .string($0) })
+        return result
+    }
+
+    /// Names of top-level keys some `!ref` used, so that they may exist only as variables (removed by `Experiment`).
+    static let referencedKeysMarker = "__referenced_keys__"
+
+    private static func oneLine(_ error: YamlError) -> String {
+        switch error {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+             .composer(let context, let problem, let mark, _):
+            return "\(problem)" + (context.map { " \($0.text)" } ?? "") + " (line \(mark.line), column \(mark.column))"
+        default:
+            return "\(error)".split(separator: "\n").joined(separator: " ")
+        }
+    }
+
+    private struct Resolver {
+        let source: String
+        var topLevel: [String: Node]
+        var referenced: Set<String> = []
+        var resolving: [String] = []
+
+        mutating func value(_ node: Node, path: String) throws -> ConfigValue {
+            let tag = node.tag.description
+            switch node {
+            case .scalar(let scalar):
+                if tag == "!ref" { return try reference(scalar.string, path: path) }
+                if tag == "!tuple" { return try tuple(scalar.string, path: path) }
+                if tag.hasPrefix("!") && !tag.hasPrefix("!!") {
+                    throw ConfigError.file(path: source, message: "'\(path)': unknown tag \(tag) (known: !ref, !tuple)")
+                }
+                return Self.scalarValue(scalar)
+            case .sequence(let seq):
+                return .list(try seq.enumerated().map { try value($1, path: "\(path)[\($0)]") })
+            case .mapping(let mapping):
+                var out: [String: ConfigValue] = [:]
+                for (k, v) in mapping {
+                    guard let key = k.string else { throw ConfigError.file(path: source, message: "'\(path)': keys must be plain names") }
+                    if out[key] != nil { throw ConfigError.file(path: source, message: "'\(path).\(key)' is given twice") }
+                    out[key] = try value(v, path: path.isEmpty ? key : "\(path).\(key)")
+                }
+                return .map(out)
+            }
+        }
+
+        static func scalarValue(_ scalar: Node.Scalar) -> ConfigValue {
+            let node = Node.scalar(scalar)
+            if scalar.style == .singleQuoted || scalar.style == .doubleQuoted { return .string(scalar.string) }
+            if node.null != nil { return .null }
+            if let b = node.bool { return .bool(b) }
+            if let i = node.int { return .int(i) }
+            if let d = node.float { return .double(d) }
+            return .string(scalar.string)
+        }
+
+        /// `<name>` alone is the referenced value itself; inside a string each `<name>` is replaced by its text.
+        mutating func reference(_ text: String, path: String) throws -> ConfigValue {
+            let trimmed = text.trimmingCharacters(in: .whitespaces)
+            if trimmed.hasPrefix("<"), trimmed.hasSuffix(">"), trimmed.dropFirst().dropLast().allSatisfy({ $0 != "<" && $0 != ">" }) {
+                return try lookup(String(trimmed.dropFirst().dropLast()), path: path)
+            }
+            var result = ""
+            var rest = Substring(text)
+            while let open = rest.firstIndex(of: "<") {
+                guard let close = rest[open...].firstIndex(of: ">") else { break }
+                result += rest[..<open]
+                let name = String(rest[rest.index(after: open)..<close])
+                let v = try lookup(name, path: path)
+                switch v {
+                case .map, .list: throw ConfigError.file(path: source, message: "'\(path)': !ref <\(name)> is not a scalar and cannot be part of a string")
+                default: result += v.description
+                }
+                rest = rest[rest.index(after: close)...]
+            }
+            guard result.isEmpty == false || !rest.isEmpty else {
+                throw ConfigError.file(path: source, message: "'\(path)': !ref needs a <name>")
+            }
+            return .string(result + rest)
+        }
+
+        mutating func lookup(_ name: String, path: String) throws -> ConfigValue {
+            guard let node = topLevel[name] else {
+                throw ConfigError.file(path: source, message: "'\(path)': !ref <\(name)> names no top-level key")
+            }
+            guard !resolving.contains(name) else {
+                throw ConfigError.file(path: source, message: "'\(path)': !ref <\(name)> refers to itself through \(resolving.joined(separator: " -> "))")
+            }
+            referenced.insert(name)
+            resolving.append(name)
+            defer { resolving.removeLast() }
+            return try value(node, path: name)
+        }
+
+        /// `(a, b, c)` → [a, b, c] with each item read as a YAML scalar.
+        func tuple(_ text: String, path: String) throws -> ConfigValue {
+            var t = text.trimmingCharacters(in: .whitespaces)
+            guard t.hasPrefix("("), t.hasSuffix(")") else {
+                throw ConfigError.file(path: source, message: "'\(path)': !tuple expects (a, b, ...), found '\(text)'")
+            }
+            t = String(t.dropFirst().dropLast())
+            let items = t.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            if items.count == 1 && items[0].isEmpty { return .list([]) }
+            return .list(items.filter { !$0.isEmpty }.map { Self.scalarValue(Node.Scalar($0)) })
+        }
+    }
+}
+
+extension ConfigFile {
+    /// A command-line value read as YAML (`0.01`, `true`, `[16, 64]`, `!tuple (valid, accuracy, max, 3)`).
+    public static func value(_ text: String, key: String) throws -> ConfigValue {
+        var parsed = try parse("value: \(text)\n", source: "--\(key)")
+        parsed.removeValue(forKey: referencedKeysMarker)
+        return parsed["value"] ?? .null
+    }
+}
+
+extension Experiment {
+    /// A config file (or the default experiment) with command-line overrides (dotted key paths) merged in;
+    /// the command line wins.
+    public static func load(configPath: String?, overrides: [(path: String, value: ConfigValue)]) throws -> Experiment {
+        var tree = try configPath.map { try ConfigFile.load($0) } ?? defaultConfig()
+        for (path, value) in overrides {
+            try ConfigValue.set(value, at: path.split(separator: ".").map(String.init), in: &tree)
+        }
+        return try Experiment(config: tree, source: configPath ?? defaultSource)
+    }
+}

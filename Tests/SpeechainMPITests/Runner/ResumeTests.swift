@@ -1,0 +1,138 @@
+import Foundation
+import Testing
+@testable import SpeechainMPI
+
+/// Kill a run (SIGKILL) mid-epoch, during a checkpoint write and again, resume each time, and end bit-identical to
+/// a run that was never interrupted — at world size 1 and under mpirun -np 2.
+@Suite(.serialized) struct ResumeTests {
+    /// 512 rows of batch 16 per rank: 32 steps per epoch at one rank, 16 at two.
+    static func common(_ dir: URL) -> [String] {
+        ["--num_epochs", "4", "--report_per_steps", "5", "--batch_size", "16", "--set", "data_cfg.train.conf.count=512",
+         "--best_model_selection", "valid accuracy max 2", "--train_result_path", dir.path]
+    }
+
+    func launch(np: Int?, _ args: [String]) throws -> Executable.Result {
+        guard let np else { return try Executable.run(args) }
+        return try Executable.run(["-np", "\(np)", "--oversubscribe", "--bind-to", "none", Executable.url.path] + args,
+                                  environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"],
+                                  executable: MPIRun.mpirun)
+    }
+
+    func checkpointEpoch(_ dir: URL) throws -> Int {
+        let file = try Safetensors.read(contentsOf: dir.appendingPathComponent(Checkpoint.fileName))
+        let json = try #require(file.metadata["speechain_checkpoint"])
+        return try JSONDecoder().decode(CheckpointState.self, from: Data(json.utf8)).epoch
+    }
+
+    func bytes(_ url: URL) throws -> Data { try Data(contentsOf: url) }
+
+    @Test(arguments: [nil, 2] as [Int?])
+    func killedAndResumedRunsEndBitIdentical(np: Int?) throws {
+        let straight = try TestResources.scratchDirectory("straight"), broken = try TestResources.scratchDirectory("broken")
+        defer { for d in [straight, broken] { try? FileManager.default.removeItem(at: d) } }
+        let stepsPerEpoch = np == nil ? 32 : 16
+        let r0 = try launch(np: np, Self.common(straight))
+        #expect(r0.status == 0, "\(r0.stderr)")
+
+        // 1. SIGKILL in the middle of epoch 2 (rank 1 under mpirun: the job dies with it)
+        let failRank = np == nil ? 0 : 1
+        let r1 = try launch(np: np, Self.common(broken) + ["--fail_rank", "\(failRank)", "--fail_step", "\(stepsPerEpoch + 7)", "--fail_mode", "kill"])
+        #expect(r1.status != 0)
+        #expect(try checkpointEpoch(broken) == 1)
+
+        // 2. resume, then SIGKILL halfway through writing the checkpoint of epoch 3: the epoch-2 one stays valid
+        let r2 = try launch(np: np, Self.common(broken) + ["--resume", "--kill_during_checkpoint", "3"])
+        #expect(r2.status != 0)
+        #expect(try checkpointEpoch(broken) == 2)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: broken.path).filter { $0.contains(".tmp-") }
+        #expect(leftovers.count == 1, "a half-written temporary file is what the kill left: \(leftovers)")
+
+        // 3. resume, SIGKILL early in epoch 4
+        let r3 = try launch(np: np, Self.common(broken) + ["--resume", "--fail_rank", "\(failRank)", "--fail_step", "\(3 * stepsPerEpoch + 3)", "--fail_mode", "kill"])
+        #expect(r3.status != 0)
+        #expect(try checkpointEpoch(broken) == 3)
+
+        // 4. resume to the end
+        let r4 = try launch(np: np, Self.common(broken) + ["--resume"])
+        #expect(r4.status == 0, "\(r4.stderr)")
+        #expect(r4.stdout.contains("resumed from checkpoint.safetensors: 3 epochs"))
+
+        for file in ["model.safetensors", "steps.jsonl", "models/latest.safetensors", "models/2_valid_accuracy_average.safetensors"] {
+            #expect(try bytes(straight.appendingPathComponent(file)) == bytes(broken.appendingPathComponent(file)), "\(file) differs")
+        }
+        let leftoversAfter = try FileManager.default.contentsOfDirectory(atPath: broken.path).filter { $0.contains(".tmp-") }
+        #expect(leftoversAfter.isEmpty)
+        // the counts (updates, allreduce calls and bytes) and the epoch history add up across the resumed runs
+        struct Summary: Decodable { let schedulers: [String: TrainingSummaryFile.Counts]; let history: [EpochRecord]; let steps: Int }
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let a = try decoder.decode(Summary.self, from: bytes(straight.appendingPathComponent("summary.json")))
+        let b = try decoder.decode(Summary.self, from: bytes(broken.appendingPathComponent("summary.json")))
+        #expect(a.steps == b.steps && a.steps == 4 * stepsPerEpoch)
+        for (name, c) in a.schedulers {
+            let d = try #require(b.schedulers[name])
+            #expect(c.updates == d.updates && c.allreduceCalls == d.allreduceCalls && c.allreduceBytes == d.allreduceBytes)
+            #expect(c.allreduceCalls == (np == nil ? 0 : c.updates))
+        }
+        #expect(a.history.map(\.train) == b.history.map(\.train) && a.history.map(\.valid) == b.history.map(\.valid))
+    }
+
+    @Test func aNewRunDoesNotOverwriteACheckpoint() throws {
+        let dir = try TestResources.scratchDirectory("keep")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let first = try Executable.run(["--num_epochs", "1", "--report_per_steps", "100", "--train_result_path", dir.path])
+        #expect(first.status == 0)
+        let before = try bytes(dir.appendingPathComponent(Checkpoint.fileName))
+        let second = try Executable.run(["--num_epochs", "2", "--train_result_path", dir.path])
+        #expect(second.status == 1)
+        #expect(second.stderr.contains("already holds a checkpoint"), "\(second.stderr)")
+        #expect(try bytes(dir.appendingPathComponent(Checkpoint.fileName)) == before)
+    }
+
+    /// Best-N and average on a real run: the kept epoch files are the N best of the recorded validation sequence,
+    /// and the average file is their element-wise mean.
+    @Test func bestModelsAndTheirAverageFollowTheRecordedMetric() throws {
+        let dir = try TestResources.scratchDirectory("best")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try Executable.run(["--num_epochs", "5", "--report_per_steps", "100", "--best_model_selection", "valid loss min 2",
+                                    "--last_model_number", "1", "--train_result_path", dir.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        struct Summary: Decodable { let history: [EpochRecord] }
+        let history = try decoder.decode(Summary.self, from: Data(contentsOf: dir.appendingPathComponent("summary.json"))).history
+        let losses = history.map { ($0.epoch, $0.valid?["loss"] ?? .nan) }
+        #expect(losses.count == 5)
+        let best = losses.sorted { $0.1 < $1.1 || ($0.1 == $1.1 && $0.0 < $1.0) }.prefix(2).map(\.0).sorted()
+        let kept = Set(best + [5])
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("models").path)
+        #expect(Set(files.filter { $0.hasPrefix("epoch_") }) == Set(kept.map { "epoch_\($0).safetensors" }))
+        let a = try Safetensors.read(contentsOf: dir.appendingPathComponent("models/epoch_\(best[0]).safetensors")).tensors
+        let b = try Safetensors.read(contentsOf: dir.appendingPathComponent("models/epoch_\(best[1]).safetensors")).tensors
+        let avg = try Safetensors.read(contentsOf: dir.appendingPathComponent("models/2_valid_loss_average.safetensors")).tensors
+        #expect(avg.map(\.name) == a.map(\.name))
+        for (x, (y, z)) in zip(avg, zip(a, b)) {
+            #expect(x.values == zip(y.values, z.values).map { Float((Double($0) + Double($1)) / 2) })
+        }
+        // latest is the last epoch, and the final weights equal it
+        #expect(try bytes(dir.appendingPathComponent("models/latest.safetensors")) == bytes(dir.appendingPathComponent("models/epoch_5.safetensors")))
+    }
+
+    /// lr 0 makes validation flat after epoch 1: with patience 2 the run stops after epoch 3 on every rank.
+    @Test(arguments: [nil, 2] as [Int?])
+    func earlyStoppingEndsTheRunOnEveryRank(np: Int?) throws {
+        let dir = try TestResources.scratchDirectory("early")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try launch(np: np, ["--num_epochs", "10", "--lr", "0", "--report_per_steps", "100", "--early_stopping_patience", "2",
+                                    "--best_model_selection", "valid accuracy max 1", "--train_result_path", dir.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("early stopping: valid accuracy has not improved for 2 validations (best at epoch 1)"), "\(r.stdout)")
+        #expect(!r.stdout.contains("epoch 4:"))
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        struct Summary: Decodable { let epochs: Int; let earlyStopped: Bool; let parameterChecksums: [String] }
+        let s = try decoder.decode(Summary.self, from: Data(contentsOf: dir.appendingPathComponent("summary.json")))
+        #expect(s.epochs == 3 && s.earlyStopped)
+        #expect(Set(s.parameterChecksums).count == 1)
+    }
+}
