@@ -124,6 +124,22 @@ public enum Kernels {
         return s
     }
 
+    /// x *= a in one pass that also tells whether every result is finite (GradScaler's unscale and inf check).
+    public static func scaleCheckingFinite(_ x: UnsafeMutablePointer<Float>, count: Int, by a: Float) -> Bool {
+        var i = 0
+        let va = V(repeating: a), zero = V(repeating: 0)
+        var bad = SIMDMask<SIMD16<Int32>>(repeating: false)
+        while i + width <= count {
+            let v = load(x + i) * va
+            store(v, x + i)
+            bad .|= (v * zero) .!= zero
+            i += width
+        }
+        var finite = !any(bad)
+        while i < count { x[i] *= a; if !x[i].isFinite { finite = false }; i += 1 }
+        return finite
+    }
+
     /// true when every value is finite.
     public static func allFinite(_ x: UnsafePointer<Float>, count: Int) -> Bool {
         // x * 0 is 0 for finite x and NaN for ±inf/NaN; one vector compare per 16 values.

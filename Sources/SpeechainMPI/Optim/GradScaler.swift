@@ -39,9 +39,8 @@ public struct GradScaler: Codable, Equatable, Sendable {
         guard enabled else { return false }
         let inv = Float(1 / Double(scale))
         var foundInf = false
-        for r in ranges {
-            Kernels.scale(gradients + r.lowerBound, count: r.count, by: inv)
-            if !Kernels.allFinite(gradients + r.lowerBound, count: r.count) { foundInf = true }
+        for r in ranges where !Kernels.scaleCheckingFinite(gradients + r.lowerBound, count: r.count, by: inv) {
+            foundInf = true
         }
         return foundInf
     }

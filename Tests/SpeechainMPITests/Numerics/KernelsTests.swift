@@ -211,4 +211,28 @@ import Testing
         #expect(Kernels.allFinite(x.pointer, count: 20))
         #expect(!Kernels.allFinite(x.pointer, count: 21))
     }
+
+    @Test(arguments: lengths)
+    func scaleCheckingFiniteScalesLikeScale(n: Int) {
+        let x = Guarded(random: n, seed: 27)
+        let before = x.values
+        #expect(Kernels.scaleCheckingFinite(x.pointer, count: n, by: 0.375))
+        #expect(x.values == before.map { $0 * 0.375 })
+        #expect(x.guardIntact)
+    }
+
+    /// Every position of a 37-value buffer (vector body and tail), for inf, NaN, and a finite value that the scale
+    /// makes overflow; values past `count` are not looked at.
+    @Test(arguments: [Float.infinity, -.infinity, .nan, 3e38])
+    func scaleCheckingFiniteFindsEveryNonFiniteResult(bad: Float) {
+        let n = 37
+        for position in 0..<n {
+            let x = Guarded(random: n, seed: 28)
+            x.pointer[position] = bad
+            #expect(!Kernels.scaleCheckingFinite(x.pointer, count: n, by: 4), "\(bad) at \(position)")
+            let y = Guarded(random: n, seed: 28)
+            y.pointer[position] = bad
+            #expect(Kernels.scaleCheckingFinite(y.pointer, count: position, by: 4), "\(bad) at \(position), counted \(position)")
+        }
+    }
 }
