@@ -24,7 +24,7 @@ public enum AMPBenchmark {
         public init() {}
 
         public func validate() throws {
-            func bad(_ option: String, _ reason: String) -> AMPBenchmarkError { .invalid(option: option, reason: reason) }
+            func bad(_ option: String, _ reason: String) -> BenchmarkError { .invalid(option: option, reason: reason) }
             guard dims.count >= 3 else { throw bad("dims", "needs at least input, one hidden and output width (e.g. 512,2048,512), found \(dims.count) value(s)") }
             guard dims.allSatisfy({ $0 > 0 }) else { throw bad("dims", "widths must be positive, found \(dims.map(String.init).joined(separator: ","))") }
             guard dims.last! >= 2 else { throw bad("dims", "the output (classes) must be at least 2 wide") }
@@ -117,7 +117,7 @@ public enum AMPBenchmark {
             r.skipped = run.skipped
             r.lossScale = run.scheduler.scaler?.scale
             guard run.model.parameters.values.toArray().allSatisfy({ $0.isFinite }) else {
-                throw AMPBenchmarkError.diverged(variant: run.name)
+                throw BenchmarkError.divergedVariant(run.name)
             }
             report.steps.append(r)
         }
@@ -219,18 +219,6 @@ public enum AMPBenchmark {
 }
 
 /// A mixed-precision benchmark that cannot run as asked, one line naming the option or the variant.
-public enum AMPBenchmarkError: Error, CustomStringConvertible, Equatable {
-    case invalid(option: String, reason: String)
-    case diverged(variant: String)
-
-    public var description: String {
-        switch self {
-        case .invalid(let option, let reason): return "--\(option) \(reason)"
-        case .diverged(let variant): return "the \(variant) run's parameters are not finite (lower --lr)"
-        }
-    }
-}
-
 extension AMPBenchmark.Report {
     /// The human report.
     public var text: String {

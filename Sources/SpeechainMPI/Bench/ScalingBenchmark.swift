@@ -381,18 +381,6 @@ final class TimedSynchronizer: GradientSynchronizer {
 }
 
 /// A benchmark that cannot run as asked, one line naming the option.
-public enum BenchmarkError: Error, CustomStringConvertible, Equatable {
-    case invalid(option: String, reason: String)
-    case diverged(rank: Int, step: Int)
-
-    public var description: String {
-        switch self {
-        case .invalid(let option, let reason): return "--\(option) \(reason)"
-        case .diverged(let rank, let step): return "the loss is not finite on rank \(rank) at step \(step) (lower --lr)"
-        }
-    }
-}
-
 extension ScalingBenchmark.Report {
     /// The human report rank 0 prints.
     public var text: String {

@@ -1,50 +1,55 @@
 import Foundation
 
-/// Runs an experiment as one rank of a job and turns every failure into one line and an exit status.
-/// Under mpirun/srun every process is one rank of MPI_COMM_WORLD; started alone it is a world of one that never
-/// initialises MPI, so nothing is communicated.
+/// Runs a job as one rank and turns every failure into one line and an exit status. Under mpirun/srun every
+/// process is one rank of MPI_COMM_WORLD; started alone it is a world of one that never initialises MPI, so
+/// nothing is communicated. Set-up is local; the ranks then agree whether all succeeded, so that bad input ends
+/// every rank cleanly with its own message instead of leaving some waiting in a collective. A failure after that
+/// ends the whole job at once (MPI_Abort).
 public enum Launcher {
-    /// `makeExperiment` reads the config and command line; its errors, like every other set-up error, are
-    /// reported by each rank with its rank number.
-    public static func train(_ makeExperiment: () throws -> Experiment) -> Int32 {
+    /// `program` names the command in error lines (`speechain-mpi`, `speechain-mpi bench`).
+    public static func run<Job>(program: String = "speechain-mpi",
+                                setUp: (Communicator) throws -> Job,
+                                work: (Job, Communicator) throws -> Void) -> Int32 {
         var communicator: Communicator = LocalCommunicator()
         do {
             if MPICommunicator.launchedByMPI { communicator = try MPICommunicator() }
         } catch {
-            fail(error, communicator)
+            fail(error, communicator, program)
         }
         if communicator.size > 1 && ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] == nil {
             BLAS.setThreadCount(1)   // ranks fill the cores
         }
-        // Set-up is local (config, data, weights, checkpoint); the ranks then agree whether all succeeded, so that
-        // bad input ends every rank cleanly with its own message instead of leaving some waiting in a collective.
-        var trainer: Trainer?
+        var job: Job?
         var setupError: Error?
-        do { trainer = try Trainer(experiment: makeExperiment(), communicator: communicator) } catch { setupError = error }
+        do { job = try setUp(communicator) } catch { setupError = error }
         let allReady: Bool
-        do { allReady = try communicator.allreduceMin(setupError == nil ? 1 : 0) == 1 } catch { fail(error, communicator) }
-        guard allReady, let trainer else {
-            if let setupError { report(setupError, communicator) }
+        do { allReady = try communicator.allreduceMin(setupError == nil ? 1 : 0) == 1 } catch { fail(error, communicator, program) }
+        guard allReady, let job else {
+            if let setupError { report(setupError, communicator, program) }
             (communicator as? MPICommunicator)?.finalize()
             return 1
         }
         do {
-            try trainer.run()
+            try work(job, communicator)
         } catch {
-            fail(error, communicator)
+            fail(error, communicator, program)
         }
         (communicator as? MPICommunicator)?.finalize()
         return 0
     }
 
-    public static func report(_ error: Error, _ communicator: Communicator? = nil) {
-        let who = (communicator?.size ?? 1) > 1 ? "rank \(communicator!.rank): " : ""
-        FileHandle.standardError.write(Data("speechain-mpi: error: \(who)\(error)\n".utf8))
+    /// Trains the experiment `makeExperiment` reads (its errors, like every set-up error, are reported per rank).
+    public static func train(_ makeExperiment: () throws -> Experiment) -> Int32 {
+        run(setUp: { try Trainer(experiment: makeExperiment(), communicator: $0) }, work: { trainer, _ in try trainer.run() })
     }
 
-    /// A failure during training ends the whole job at once (MPI_Abort): no rank is left waiting in a collective.
-    private static func fail(_ error: Error, _ communicator: Communicator) -> Never {
-        report(error, communicator)
+    public static func report(_ error: Error, _ communicator: Communicator? = nil, _ program: String = "speechain-mpi") {
+        let who = (communicator?.size ?? 1) > 1 ? "rank \(communicator!.rank): " : ""
+        FileHandle.standardError.write(Data("\(program): error: \(who)\(error)\n".utf8))
+    }
+
+    private static func fail(_ error: Error, _ communicator: Communicator, _ program: String) -> Never {
+        report(error, communicator, program)
         if communicator.size > 1 { communicator.abort(code: 1) }
         exit(1)
     }
