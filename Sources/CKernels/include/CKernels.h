@@ -33,4 +33,11 @@ int ck_simd_supported(void);
 /// Which implementation the dispatching entry points use: "f16c+avx2" or "portable".
 const char *ck_kernel_name(void);
 
+/// One torch.optim.Adam / AdamW update over n elements (the equation is in Adam.swift; the operations and their
+/// order are the same). In C because Swift's square root on SIMD vectors keeps libm's errno path and runs one lane
+/// at a time; clang's elementwise square root does not. `vmax` is NULL unless amsgrad.
+void ck_adam_update(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
+                    float *restrict vmax, size_t n, float sign, float weight_decay, int decoupled, float decay,
+                    float w1, float beta2, float w2, float bias2_sqrt, float eps, float step_size);
+
 #endif

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// torch.optim.Adam (Kingma & Ba, 2015) as torch computes it: g ← ±g + λθ; m ← lerp(m, g, 1−β₁);
@@ -39,29 +40,13 @@ public class AdamFamily: FlatOptimizer, Optimizer {
         let decoupled = Self.decoupledWeightDecay
         let decay = Float(1 - lr * weightDecay), wd = Float(weightDecay)
         let sign: Float = maximize ? -1 : 1
-        let ams = amsgrad
         let m = state["exp_avg"], v = state["exp_avg_sq"]
-        let vmax: UnsafeMutablePointer<Float>? = ams ? state["max_exp_avg_sq"] : nil
+        let vmax: UnsafeMutablePointer<Float>? = amsgrad ? state["max_exp_avg_sq"] : nil
         Self.forEachSegment(ranges) { po, so, n in
-            sweep(count: n, parameters + po, gradients + po, m + so, v + so, vmax.map { $0 + so }) { p, g0, mv, vv, vm in
-                var g = sign * g0
-                if wd != 0 {
-                    if decoupled { p = p * decay } else { g = g + wd * p }
-                }
-                mv = lerp(mv, g, w1)
-                vv = vv * b2 + w2 * g * g
-                let denom: SIMD16<Float>
-                if ams {
-                    vm = pointwiseMax(vm, vv)
-                    denom = vm.squareRoot() / c2 + e
-                } else {
-                    denom = vv.squareRoot() / c2 + e
-                }
-                p = p + ((-stepSize) * mv) / denom
-            }
+            ck_adam_update(parameters + po, gradients + po, m + so, v + so, vmax.map { $0 + so }, n, sign, wd,
+                           decoupled ? 1 : 0, decay, w1, b2, w2, c2, e, stepSize)
         }
     }
-
 }
 
 /// torch.optim.Adam.
