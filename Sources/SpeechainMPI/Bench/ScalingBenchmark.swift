@@ -370,6 +370,8 @@ final class TimedSynchronizer: GradientSynchronizer {
 
     func resetTimes() { waitSeconds = 0; syncSeconds = 0 }
 
+    var averagingFactor: Float { inner.averagingFactor }
+
     func synchronize(_ gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>]) throws {
         let t0 = DispatchTime.now().uptimeNanoseconds
         try communicator.barrier()

@@ -6,6 +6,8 @@ public protocol Communicator: AnyObject {
     var size: Int { get }
     /// Sums `count` floats in place across ranks and divides by the world size.
     func allreduceAverage(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
+    /// Sums `count` floats in place across ranks.
+    func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
     /// Sums `count` doubles in place across ranks.
     func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws
     /// Every rank receives rank 0's `count` floats.
@@ -29,6 +31,7 @@ public final class LocalCommunicator: Communicator {
     public var rank: Int { 0 }
     public var size: Int { 1 }
     public func allreduceAverage(_ buffer: UnsafeMutablePointer<Float>, count: Int) {}
+    public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {}
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) {}
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) {}
     public func allreduceMin(_ value: Int) -> Int { value }

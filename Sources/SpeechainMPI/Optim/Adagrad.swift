@@ -22,11 +22,12 @@ public final class Adagrad: FlatOptimizer, Optimizer {
         super.init(typeName: Self.typeName, lr: lr, state: StateSlots(names: ["sum"], count: parameterCount, initialValue: Float(iav)))
     }
 
-    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>]) {
+    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>],
+                     gradientScale: Float) {
         stepCount += 1
         let clr = Float(lr / (1 + Double(stepCount - 1) * lrDecay))
         let wd = weightDecay, e = eps
-        let sign: Float = maximize ? -1 : 1
+        let sign: Float = (maximize ? -1 : 1) * gradientScale
         let sum = state["sum"]
         Self.forEachSegment(ranges) { po, so, n in
             sweep(count: n, parameters + po, gradients + po, sum + so, nil, nil) { p, g0, s, _, _ in

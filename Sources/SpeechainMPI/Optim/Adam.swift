@@ -29,7 +29,8 @@ public class AdamFamily: FlatOptimizer, Optimizer {
                            count: parameterCount))
     }
 
-    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>]) {
+    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>],
+                     gradientScale: Float) {
         stepCount += 1
         let t = Double(stepCount)
         let bc1 = 1 - Foundation.pow(beta1, t)
@@ -39,7 +40,7 @@ public class AdamFamily: FlatOptimizer, Optimizer {
         let w1 = Float(1 - beta1), b2 = Float(beta2), w2 = Float(1 - beta2)
         let decoupled = Self.decoupledWeightDecay
         let decay = Float(1 - lr * weightDecay), wd = Float(weightDecay)
-        let sign: Float = maximize ? -1 : 1
+        let sign: Float = (maximize ? -1 : 1) * gradientScale
         let m = state["exp_avg"], v = state["exp_avg_sq"]
         let vmax: UnsafeMutablePointer<Float>? = amsgrad ? state["max_exp_avg_sq"] : nil
         Self.forEachSegment(ranges) { po, so, n in

@@ -34,10 +34,11 @@ public struct GradScaler: Codable, Equatable, Sendable {
     /// The factor the loss is multiplied by (1 when disabled).
     public var lossScale: Float { enabled ? scale : 1 }
 
-    /// Multiplies the gradients in `ranges` by 1/scale; returns true when any is inf or NaN.
-    public func unscale(_ gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>]) -> Bool {
+    /// Multiplies the gradients in `ranges` by 1/scale (times `factor`, a pending 1/world size); returns true when
+    /// any is inf or NaN. A disabled scaler does nothing (the caller keeps `factor` pending).
+    public func unscale(_ gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>], factor: Float = 1) -> Bool {
         guard enabled else { return false }
-        let inv = Float(1 / Double(scale))
+        let inv = Float(1 / Double(scale)) * factor
         var foundInf = false
         for r in ranges where !Kernels.scaleCheckingFinite(gradients + r.lowerBound, count: r.count, by: inv) {
             foundInf = true

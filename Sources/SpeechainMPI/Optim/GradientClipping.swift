@@ -30,13 +30,15 @@ public enum GradientClipping {
         }
     }
 
-    /// Clips in place and returns the total norm (as torch, in float32 precision).
+    /// Clips in place and returns the total norm (as torch, in float32 precision). `factor` (> 0, a pending
+    /// 1/world size) is applied first: the norm is that of factor·g, and the clipping pass multiplies by it too.
     @discardableResult
-    public static func clip(_ gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>], maxNorm: Double, normType: Double) -> Float {
-        let total = Float(totalNorm(gradients, ranges: ranges, normType: normType))
+    public static func clip(_ gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>], maxNorm: Double, normType: Double,
+                            factor: Float = 1) -> Float {
+        let total = Float(totalNorm(gradients, ranges: ranges, normType: normType) * Double(factor))
         guard maxNorm > 0, total.isFinite else { return total }
         let coef = min(Float(maxNorm) / (total + 1e-6), 1)
-        for r in ranges { Kernels.scale(gradients + r.lowerBound, count: r.count, by: coef) }
+        for r in ranges { Kernels.scale(gradients + r.lowerBound, count: r.count, by: coef * factor) }
         return total
     }
 }

@@ -161,17 +161,26 @@ public final class OptimScheduler: CustomStringConvertible {
             guard stepNum % accum == 0 else { return }
             report.isUpdateStep = true
             let grads = params.gradients.pointer
+            // The allreduce leaves a sum; its 1/world size rides along in the next pass over the gradients.
+            var pending: Float = 1
             if let synchronizer {
                 try measure(timer, "communication_time", label) { try synchronizer.synchronize(grads, ranges: ranges) }
+                pending = synchronizer.averagingFactor
             }
-            let foundInf = scaler?.unscale(grads, ranges: ranges) ?? false
-            let norm = GradientClipping.clip(grads, ranges: ranges, maxNorm: options.gradClip, normType: options.gradNormType)
+            var foundInf = false
+            if let scaler, scaler.enabled {
+                foundInf = scaler.unscale(grads, ranges: ranges, factor: pending)
+                pending = 1
+            }
+            let norm = GradientClipping.clip(grads, ranges: ranges, maxNorm: options.gradClip, normType: options.gradNormType,
+                                             factor: pending)
+            if options.gradClip > 0 { pending = 1 }
             report.gradNorm = norm
             if foundInf || !norm.isFinite {
                 report.skipped = true
                 logger?.info("The grad_norm in the no.\(report.realStep) real step is infinite! So, the parameters are not updated in this step.")
             } else {
-                optimizer.step(parameters: params.values.pointer, gradients: grads, ranges: ranges)
+                optimizer.step(parameters: params.values.pointer, gradients: grads, ranges: ranges, gradientScale: pending)
             }
             scaler?.update(foundInf: report.skipped)
             params.zeroGradients(ranges)

@@ -22,7 +22,10 @@ public protocol Optimizer: AnyObject {
     var lr: Double { get set }
     /// Steps taken so far (torch's `state['step']`).
     var stepCount: Int { get }
-    func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>])
+    /// One update; the gradient the algorithm sees is `gradientScale`·g (how a pending 1/world size of an
+    /// allreduce sum is applied without a pass of its own).
+    func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>],
+              gradientScale: Float)
     func stateDict() -> OptimizerState
     /// Checks that a state fits this optimizer (type, tensors, sizes) without loading it.
     func validateStateDict(_ state: OptimizerState) throws

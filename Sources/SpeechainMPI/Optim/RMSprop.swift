@@ -24,10 +24,11 @@ public final class RMSprop: FlatOptimizer, Optimizer {
         super.init(typeName: Self.typeName, lr: lr, state: StateSlots(names: names, count: parameterCount))
     }
 
-    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>]) {
+    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>],
+                     gradientScale: Float) {
         stepCount += 1
         let lrF = Float(lr), a = alpha, wa = 1 - alpha, e = eps, wd = weightDecay, mu = momentum
-        let sign: Float = maximize ? -1 : 1
+        let sign: Float = (maximize ? -1 : 1) * gradientScale
         let isCentered = centered
         let sq = state["square_avg"]
         let buf: UnsafeMutablePointer<Float>? = mu > 0 ? state["momentum_buffer"] : nil

@@ -22,11 +22,12 @@ public final class SGD: FlatOptimizer, Optimizer {
         super.init(typeName: Self.typeName, lr: lr, state: StateSlots(names: m != 0 ? ["momentum_buffer"] : [], count: parameterCount))
     }
 
-    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>]) {
+    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>],
+                     gradientScale: Float) {
         stepCount += 1
         let first = stepCount == 1
         let negLR = Float(-lr), wd = weightDecay, mu = momentum, keep = 1 - dampening
-        let sign: Float = maximize ? -1 : 1
+        let sign: Float = (maximize ? -1 : 1) * gradientScale
         let buf: UnsafeMutablePointer<Float>? = mu != 0 ? state["momentum_buffer"] : nil
         Self.forEachSegment(ranges) { po, so, n in
             sweep(count: n, parameters + po, gradients + po, buf.map { $0 + so }, nil, nil) { p, g0, b, _, _ in

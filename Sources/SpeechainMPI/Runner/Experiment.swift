@@ -113,9 +113,7 @@ public struct Experiment: Sendable {
             type: noam.NoamLr
             conf:
               optim_type: Adam
-              optim_conf:
-                lr: 0.005
-                betas: !tuple (0.9, 0.999)
+              optim_conf: {lr: 0.005}
               warmup_steps: 20
 
         """

@@ -73,14 +73,21 @@ func maxRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> Do
         #expect(diff <= 1e-5, "2×16 vs 1×32 differ by \(diff)")
     }
 
-    @Test func oneRankWithAccumGrad2EqualsTwoRanksWithAccumGrad1() throws {
-        let common = ["--num_epochs", "2", "--seed", "5", "--batch_size", "16"]
+    /// The 1/world size of the average is applied in whichever pass comes first after the allreduce sum — unscaling
+    /// (use_amp), clipping (grad_clip > 0) or the optimizer step — so every combination is checked.
+    @Test(arguments: [
+        [String](), ["--grad_clip", "0"], ["--use_amp", "true"], ["--use_amp", "true", "--grad_clip", "0"],
+        ["--use_amp", "true", "--amp_dtype", "bfloat16", "--set", "grad_scaler.enabled=false", "--grad_clip", "0"],
+        ["--optim_type", "SGD", "--lr", "0.05", "--grad_clip", "0"],
+    ])
+    func oneRankWithAccumGrad2EqualsTwoRanksWithAccumGrad1(extra: [String]) throws {
+        let common = ["--num_epochs", "2", "--seed", "5", "--batch_size", "16"] + extra
         let one = try MPIRun.run(np: nil, common + ["--accum_grad", "2"])
         let two = try MPIRun.run(np: 2, common + ["--accum_grad", "1"])
-        #expect(one.result.status == 0 && two.result.status == 0, "\(two.result.stderr)")
+        #expect(one.result.status == 0 && two.result.status == 0, "\(one.result.stderr) \(two.result.stderr)")
         #expect(try one.summary().schedulers["main"]?.updates == two.summary().schedulers["main"]?.updates)
         let diff = maxRelativeDifference(try two.weights(), try one.weights())
-        #expect(diff <= 1e-5, "accum 2 × 1 rank vs accum 1 × 2 ranks differ by \(diff)")
+        #expect(diff <= 1e-5, "accum 2 × 1 rank vs accum 1 × 2 ranks differ by \(diff) with \(extra)")
     }
 
     @Test(arguments: [1, 4])
