@@ -131,7 +131,7 @@ public enum ScalingBenchmark {
         let batch = config.batchPerRank(worldSize: world)
         guard batch >= 1 else { throw BenchmarkError.invalid(option: "global_batch", reason: "gives less than one row per rank") }
         let mpi = communicator as? MPICommunicator
-        if let chunk = config.syncChunk { mpi?.averagingChunk = chunk }
+        if let chunk = config.syncChunk { mpi?.floatChunk = chunk }
 
         // The model and its OptimScheduler: Adam at a constant lr; grad_clip 0 measures the norm without clipping.
         let dims = config.dims
@@ -167,7 +167,7 @@ public enum ScalingBenchmark {
         for u in 0..<(warmupUpdates + updates) {
             if u == warmupUpdates {
                 try communicator.barrier()
-                callsBefore = sync.inner.calls; bytesBefore = sync.inner.bytes; mpiCallsBefore = mpi?.averagingCalls ?? 0
+                callsBefore = sync.inner.calls; bytesBefore = sync.inner.bytes; mpiCallsBefore = mpi?.floatAllreduceCalls ?? 0
                 timedStart = DispatchTime.now().uptimeNanoseconds
             }
             timer.reset(); sync.resetTimes()
@@ -216,7 +216,7 @@ public enum ScalingBenchmark {
         report.nodes = Set(try communicator.allgather(hostHash())).count
         report.allreduceCalls = sync.inner.calls - callsBefore
         report.allreduceBytes = sync.inner.bytes - bytesBefore
-        report.mpiCalls = (mpi?.averagingCalls ?? 0) - mpiCallsBefore
+        report.mpiCalls = (mpi?.floatAllreduceCalls ?? 0) - mpiCallsBefore
 
         // Rank statistics: every rank's median, then the mean (or max) over ranks.
         func mean(_ values: [Double]) throws -> Double { try gatherMedians(values, communicator).reduce(0, +) / Double(world) }

@@ -4,8 +4,6 @@
 public protocol Communicator: AnyObject {
     var rank: Int { get }
     var size: Int { get }
-    /// Sums `count` floats in place across ranks and divides by the world size.
-    func allreduceAverage(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
     /// Sums `count` floats in place across ranks.
     func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws
     /// Sums `count` doubles in place across ranks.
@@ -30,7 +28,6 @@ public final class LocalCommunicator: Communicator {
     public init() {}
     public var rank: Int { 0 }
     public var size: Int { 1 }
-    public func allreduceAverage(_ buffer: UnsafeMutablePointer<Float>, count: Int) {}
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {}
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) {}
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) {}

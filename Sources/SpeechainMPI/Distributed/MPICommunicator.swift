@@ -34,37 +34,23 @@ public final class MPICommunicator: Communicator {
         guard rc == MPI_SUCCESS else { throw DistributedError.mpi(call: call, code: rc, rank: rank) }
     }
 
-    /// Elements per MPI_Allreduce of floats (the bench's --sync_chunk); nil: one call per buffer. When averaging,
-    /// each chunk is divided by the world size right after it arrives, while it is still in cache.
-    public var averagingChunk: Int? = nil
+    /// Elements per MPI_Allreduce of floats (the bench's --sync_chunk); nil: one call per buffer.
+    public var floatChunk: Int? = nil
 
-    /// MPI calls made by the float allreduces (`allreduceSum`, `allreduceAverage`) so far, one per chunk.
-    public private(set) var averagingCalls = 0
+    /// MPI calls made by `allreduceSum` of floats so far, one per chunk.
+    public private(set) var floatAllreduceCalls = 0
 
-    /// Sums in chunks (MPI counts are Int32: long buffers always go in chunks); `afterChunk` sees each summed chunk.
-    private func sumInChunks(_ buffer: UnsafeMutablePointer<Float>, count: Int,
-                             afterChunk: (UnsafeMutablePointer<Float>, Int) -> Void) throws {
-        let chunk = min(max(averagingChunk ?? count, 1), Int(Int32.max))
+    /// Sums in place, in chunks of `floatChunk` (MPI counts are Int32: long buffers always go in chunks).
+    public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        guard size > 1, count > 0 else { return }
+        let chunk = min(max(floatChunk ?? count, 1), Int(Int32.max))
         var offset = 0
         while offset < count {
             let n = min(count - offset, chunk)
             try check(MPI_Allreduce(scm_in_place(), buffer + offset, Int32(n), scm_float(), scm_op_sum(), comm), "MPI_Allreduce")
-            averagingCalls += 1
-            afterChunk(buffer + offset, n)
+            floatAllreduceCalls += 1
             offset += n
         }
-    }
-
-    public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
-        guard size > 1, count > 0 else { return }
-        try sumInChunks(buffer, count: count) { _, _ in }
-    }
-
-    public func allreduceAverage(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
-        guard size > 1, count > 0 else { return }
-        let inverse = 1 / Float(size), chunked = averagingChunk != nil
-        try sumInChunks(buffer, count: count) { p, n in if chunked { Kernels.scale(p, count: n, by: inverse) } }
-        if !chunked { Kernels.scale(buffer, count: count, by: inverse) }
     }
 
     /// One plain in-place MPI_Allreduce (sum) of `count` floats: the reference a gradient synchronisation is
