@@ -58,12 +58,13 @@ final class Monitor {
                 for line in kept { out.append(contentsOf: line); out.append(UInt8(ascii: "\n")) }
                 try InteropFile.writeAtomically(to: recordURL) { w in try out.withUnsafeBytes { try w.write($0) } }
             }
-        } else {
-            FileManager.default.createFile(atPath: logURL.path, contents: nil)
-            FileManager.default.createFile(atPath: recordURL.path, contents: nil)
         }
-        if !FileManager.default.fileExists(atPath: logURL.path) { FileManager.default.createFile(atPath: logURL.path, contents: nil) }
-        if !FileManager.default.fileExists(atPath: recordURL.path) { FileManager.default.createFile(atPath: recordURL.path, contents: nil) }
+        // A new run starts both files afresh; a resumed one appends to what is there.
+        for url in [logURL, recordURL] where resumedAtStep == nil || !FileManager.default.fileExists(atPath: url.path) {
+            guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
+                throw InteropError.writeFailed(path: url.path, reason: "cannot be created")
+            }
+        }
         log = try FileHandle(forWritingTo: logURL)
         log?.seekToEndOfFile()
         records = try FileHandle(forWritingTo: recordURL)
@@ -138,8 +139,7 @@ struct MonitorLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
-             file: String, function: String, line: UInt) {
-        monitor.line(level >= .warning ? "\(level): \(message)" : "\(message)")
+    func log(event: LogEvent) {
+        monitor.line(event.level >= .warning ? "\(event.level): \(event.message)" : "\(event.message)")
     }
 }
