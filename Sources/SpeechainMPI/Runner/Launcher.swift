@@ -44,7 +44,8 @@ public enum Launcher {
     }
 
     public static func report(_ error: Error, _ communicator: Communicator? = nil, _ program: String = "speechain-mpi") {
-        let who = (communicator?.size ?? 1) > 1 ? "rank \(communicator!.rank): " : ""
+        var who = ""
+        if let communicator, communicator.size > 1 { who = "rank \(communicator.rank): " }
         FileHandle.standardError.write(Data("\(program): error: \(who)\(error)\n".utf8))
     }
 
