@@ -79,7 +79,7 @@ public enum AMPBenchmark {
         report.configuration = config
         report.date = ISO8601DateFormatter().string(from: Date())
         report.host = ProcessInfo.processInfo.hostName
-        report.cpu = cpuModel()
+        report.cpu = BenchSupport.cpuModel()
         report.blasThreads = BLAS.threadCount
         report.kernel = ReducedPrecision.kernelName
 
@@ -109,11 +109,11 @@ public enum AMPBenchmark {
         for run in runs {
             var r = StepResult()
             r.name = run.name
-            r.stepMs = median(run.stepSeconds) * 1e3
-            r.forwardMs = median(run.forwardSeconds) * 1e3
-            r.backwardMs = median(run.backwardSeconds) * 1e3
-            r.optimizerMs = median(run.optimizerSeconds) * 1e3
-            r.ratio = r.stepMs / (median(runs[0].stepSeconds) * 1e3)
+            r.stepMs = BenchSupport.median(run.stepSeconds) * 1e3
+            r.forwardMs = BenchSupport.median(run.forwardSeconds) * 1e3
+            r.backwardMs = BenchSupport.median(run.backwardSeconds) * 1e3
+            r.optimizerMs = BenchSupport.median(run.optimizerSeconds) * 1e3
+            r.ratio = r.stepMs / (BenchSupport.median(runs[0].stepSeconds) * 1e3)
             r.skipped = run.skipped
             r.lossScale = run.scheduler.scaler?.scale
             guard run.model.parameters.values.toArray().allSatisfy({ $0.isFinite }) else {
@@ -201,20 +201,7 @@ public enum AMPBenchmark {
                 if round > 0 { times[i].append(Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9) }
             }
         }
-        return times.map { bytes / median($0) / 1e9 }
-    }
-
-    static func median(_ values: [Double]) -> Double {
-        guard !values.isEmpty else { return 0 }
-        let s = values.sorted()
-        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-    }
-
-    static func cpuModel() -> String {
-        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
-              let value = line.split(separator: ":", maxSplits: 1).last else { return "unknown" }
-        return value.trimmingCharacters(in: .whitespaces)
+        return times.map { bytes / BenchSupport.median($0) / 1e9 }
     }
 }
 

@@ -211,7 +211,7 @@ public enum ScalingBenchmark {
         report.blasThreads = BLAS.threadCount
         report.cores = ProcessInfo.processInfo.activeProcessorCount
         report.host = ProcessInfo.processInfo.hostName
-        report.cpu = cpuModel()
+        report.cpu = BenchSupport.cpuModel()
         report.date = ISO8601DateFormatter().string(from: Date())
         report.nodes = Set(try communicator.allgather(hostHash())).count
         report.allreduceCalls = sync.inner.calls - callsBefore
@@ -278,15 +278,9 @@ public enum ScalingBenchmark {
         Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
     }
 
-    static func median(_ values: [Double]) -> Double {
-        guard !values.isEmpty else { return 0 }
-        let s = values.sorted()
-        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-    }
-
     /// Every rank's median of `values`, in rank order (gathered bit for bit).
     static func gatherMedians(_ values: [Double], _ communicator: Communicator) throws -> [Double] {
-        let bits = Int64(bitPattern: median(values).bitPattern)
+        let bits = Int64(bitPattern: BenchSupport.median(values).bitPattern)
         return try communicator.allgather(bits).map { Double(bitPattern: UInt64(bitPattern: $0)) }
     }
 
@@ -342,16 +336,7 @@ public enum ScalingBenchmark {
     }
 
     static func hostHash() -> Int64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in ProcessInfo.processInfo.hostName.utf8 { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return Int64(bitPattern: h)
-    }
-
-    static func cpuModel() -> String {
-        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
-              let value = line.split(separator: ":", maxSplits: 1).last else { return "unknown" }
-        return value.trimmingCharacters(in: .whitespaces)
+        Int64(bitPattern: Array(ProcessInfo.processInfo.hostName.utf8).withUnsafeBytes(FNV1a.hash))
     }
 }
 

@@ -72,6 +72,13 @@ enum InteropFile {
     }
 }
 
+extension InteropFile {
+    /// Writes `data` atomically (see `writeAtomically(to:_:)`).
+    static func writeAtomically(_ data: Data, to url: URL) throws {
+        try writeAtomically(to: url) { writer in try data.withUnsafeBytes { try writer.write($0) } }
+    }
+}
+
 /// Streams bytes into the temporary file of `InteropFile.writeAtomically`.
 struct AtomicFileWriter {
     fileprivate let fd: Int32

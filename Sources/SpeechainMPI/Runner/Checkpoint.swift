@@ -64,10 +64,7 @@ public enum Checkpoint {
             state.schedulers[s.name] = .init(optimizer: dict.optimizer.typeName, step: dict.optimizer.step,
                                              lr: dict.optimizer.lr, scaler: dict.scaler, tensors: names)
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        let json = String(decoding: try encoder.encode(state), as: UTF8.self)
+        let json = String(decoding: try JSONCoding.encoder(snakeCase: false).encode(state), as: UTF8.self)
         try Safetensors.write(tensors, metadata: [metadataKey: json, "format": "pt"], to: url, midWrite: midWrite)
     }
 
@@ -79,10 +76,8 @@ public enum Checkpoint {
         guard let json = file.metadata[metadataKey] else {
             throw CheckpointError.invalid(path: path, reason: "not a speechain-mpi checkpoint (no '\(metadataKey)' metadata)")
         }
-        let decoder = JSONDecoder()
-        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         let state: CheckpointState
-        do { state = try decoder.decode(CheckpointState.self, from: Data(json.utf8)) } catch {
+        do { state = try JSONCoding.decoder(snakeCase: false).decode(CheckpointState.self, from: Data(json.utf8)) } catch {
             throw CheckpointError.invalid(path: path, reason: "its state record cannot be read (\(error))")
         }
         guard state.format == CheckpointState.formatName else {

@@ -22,13 +22,7 @@ final class Monitor {
     private var records: FileHandle?
     private let tty: Bool
     private var progressShown = false
-    private let encoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.outputFormatting = .sortedKeys
-        e.keyEncodingStrategy = .convertToSnakeCase
-        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return e
-    }()
+    private let encoder = JSONCoding.encoder(snakeCase: true)
 
     init(active: Bool, directory: URL?, output: @escaping (String) -> Void) {
         self.active = active
@@ -46,9 +40,7 @@ final class Monitor {
         let logURL = dir.appendingPathComponent("train.log"), recordURL = dir.appendingPathComponent("steps.jsonl")
         if let step = resumedAtStep {
             if let data = FileManager.default.contents(atPath: recordURL.path) {
-                let decoder = JSONDecoder()
-                decoder.keyDecodingStrategy = .convertFromSnakeCase
-                decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+                let decoder = JSONCoding.decoder(snakeCase: true)
                 // lines past the checkpoint (or cut by a kill) are dropped: they will be recomputed
                 let kept = data.split(separator: UInt8(ascii: "\n")).filter {
                     guard let r = try? decoder.decode(StepRecord.self, from: Data($0)) else { return false }
@@ -56,7 +48,7 @@ final class Monitor {
                 }
                 var out = Data()
                 for line in kept { out.append(contentsOf: line); out.append(UInt8(ascii: "\n")) }
-                try InteropFile.writeAtomically(to: recordURL) { w in try out.withUnsafeBytes { try w.write($0) } }
+                try InteropFile.writeAtomically(out, to: recordURL)
             }
         }
         // A new run starts both files afresh; a resumed one appends to what is there.
@@ -120,8 +112,7 @@ final class Monitor {
     }
 
     private func save(_ plot: SVGPlot, _ url: URL) throws {
-        let data = Data(plot.render().utf8)
-        try InteropFile.writeAtomically(to: url) { w in try data.withUnsafeBytes { try w.write($0) } }
+        try InteropFile.writeAtomically(Data(plot.render().utf8), to: url)
     }
 }
 

@@ -401,24 +401,15 @@ public final class Trainer {
             let weights = dir.appendingPathComponent("model.safetensors")
             try Safetensors.write(model.parameters.namedTensors(), metadata: ["format": "pt"], to: weights)
             monitor.line("final weights: \(weights.path)")
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            encoder.keyEncodingStrategy = .convertToSnakeCase
-            encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-            let json = try encoder.encode(summary)
-            try InteropFile.writeAtomically(to: dir.appendingPathComponent("summary.json")) { file in
-                try json.withUnsafeBytes { try file.write($0) }
-            }
+            try InteropFile.writeAtomically(JSONCoding.encoder(snakeCase: true, pretty: true).encode(summary),
+                                            to: dir.appendingPathComponent("summary.json"))
         }
         return summary
     }
 
     /// FNV-1a over the parameter bytes: equal on two ranks iff their parameters are bit-identical (up to hash collisions).
     public func parameterChecksum() -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        let raw = UnsafeRawBufferPointer(start: model.parameters.values.pointer, count: model.parameters.count * 4)
-        for byte in raw { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return h
+        FNV1a.hash(UnsafeRawBufferPointer(start: model.parameters.values.pointer, count: model.parameters.count * 4))
     }
 
     private func checkConsistency(update: Int) throws {
