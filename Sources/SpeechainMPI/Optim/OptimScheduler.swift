@@ -133,29 +133,45 @@ public final class OptimScheduler: CustomStringConvertible {
     /// SpeeChain's `get_lr`: the lr the optimizer holds now.
     public var lr: Double { optimizer.lr }
 
-    /// SpeeChain's `step`: see the type's documentation for the order of events.
+    /// SpeeChain's `step`: see the type's documentation for the order of events. With several OptimSchedulers use
+    /// `OptimSchedulers.step`, which back-propagates every loss before any scheduler changes a parameter.
     @discardableResult
     public func step(losses: NamedValues, timer: StepTimer? = nil, optimName: String? = nil,
                      stepNum: Int, epochNum: Int, logger: Logger? = nil) throws -> StepReport {
-        precondition(stepNum >= 1 && epochNum >= 1)
+        var report = try backward(losses: losses, timer: timer, optimName: optimName, stepNum: stepNum)
+        try update(&report, timer: timer, optimName: optimName, stepNum: stepNum, epochNum: epochNum, logger: logger)
+        return report
+    }
+
+    /// The first half of `step`: when real_step % step_per_update == 0, back-propagates optim_loss / accum_grad
+    /// (× the loss scale) into the gradients of the updated modules, at the parameters the forward used.
+    public func backward(losses: NamedValues, timer: StepTimer? = nil, optimName: String? = nil, stepNum: Int) throws -> StepReport {
+        precondition(stepNum >= 1)
         let label = optimName ?? name
         var report = StepReport()
-        let accum = options.accumGrad
-        report.realStep = (stepNum - 1) / accum + 1
+        report.realStep = (stepNum - 1) / options.accumGrad + 1
         guard report.realStep % stepPerUpdate == 0 else { return report }
         report.didBackward = true
-        let params = model.parameters
-
-        // 1. backward of optim_loss / accum_grad (× loss scale) into the gradients of the updated modules
         let lossScale = scaler?.lossScale ?? 1
         if scaler != nil { report.lossScale = lossScale }
         try measure(timer, "loss_backward_time", label) {
-            try model.backward(loss: optimLoss, seed: lossScale / Float(accum), modules: backwardModules)
+            try model.backward(loss: optimLoss, seed: lossScale / Float(options.accumGrad), modules: backwardModules)
         }
+        return report
+    }
 
-        // 2. lr for this real step, then the update when the accumulation is complete
+    /// The second half of `step`: sets lr = ft_factor·update_lr(real_step, epoch) and, when step_num % accum_grad
+    /// == 0, synchronises, unscales, clips, checks, applies and zeroes the gradients of the updated modules.
+    public func update(_ report: inout StepReport, timer: StepTimer? = nil, optimName: String? = nil,
+                       stepNum: Int, epochNum: Int, logger: Logger? = nil) throws {
+        precondition(stepNum >= 1 && epochNum >= 1)
+        guard report.didBackward else { return }
+        let label = optimName ?? name
+        let accum = options.accumGrad
+        let params = model.parameters
+        let realStep = report.realStep
         try measure(timer, "optim_time", label) {
-            let lr = options.ftFactor * updateLR(realStep: report.realStep, epochNum: epochNum)
+            let lr = options.ftFactor * updateLR(realStep: realStep, epochNum: epochNum)
             optimizer.lr = lr
             report.lr = lr
             guard stepNum % accum == 0 else { return }
@@ -178,14 +194,13 @@ public final class OptimScheduler: CustomStringConvertible {
             report.gradNorm = norm
             if foundInf || !norm.isFinite {
                 report.skipped = true
-                logger?.info("The grad_norm in the no.\(report.realStep) real step is infinite! So, the parameters are not updated in this step.")
+                logger?.info("The grad_norm in the no.\(realStep) real step is infinite! So, the parameters are not updated in this step.")
             } else {
                 optimizer.step(parameters: params.values.pointer, gradients: grads, ranges: ranges, gradientScale: pending)
             }
             scaler?.update(foundInf: report.skipped)
             params.zeroGradients(ranges)
         }
-        return report
     }
 
     @inline(__always)
@@ -261,6 +276,18 @@ public enum OptimSchedulers {
         }
         try checkDisjoint(result)
         return result
+    }
+
+    /// One training step of several OptimSchedulers, in their order: every scheduler back-propagates first, then
+    /// each updates. So every gradient of the step is taken at the parameters the forward used (as PyTorch's
+    /// autograd does), whatever the schedulers' names or order; their updated_modules are disjoint.
+    public static func step(_ schedulers: [OptimScheduler], losses: NamedValues, timer: StepTimer? = nil,
+                            stepNum: Int, epochNum: Int, logger: Logger? = nil) throws -> [StepReport] {
+        var reports = try schedulers.map { try $0.backward(losses: losses, timer: timer, stepNum: stepNum) }
+        for (i, s) in schedulers.enumerated() {
+            try s.update(&reports[i], timer: timer, stepNum: stepNum, epochNum: epochNum, logger: logger)
+        }
+        return reports
     }
 
     /// Two schedulers may not update the same module; `updated_modules: None` means every module.

@@ -184,8 +184,8 @@ public final class Trainer {
             }
             var record = StepRecord(step: stepNum, epoch: epoch, values: [:])
             var updated = false
-            for s in schedulers {
-                let report = try s.step(losses: losses, timer: timer, stepNum: stepNum, epochNum: epoch, logger: logger)
+            let reports = try OptimSchedulers.step(schedulers, losses: losses, timer: timer, stepNum: stepNum, epochNum: epoch, logger: logger)
+            for (s, report) in zip(schedulers, reports) {
                 if report.isUpdateStep { updated = true; state.counts[s.name, default: .init()].updates += 1 }
                 if report.skipped {
                     state.counts[s.name, default: .init()].skipped += 1

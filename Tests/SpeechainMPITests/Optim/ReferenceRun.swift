@@ -35,7 +35,8 @@ enum ReferenceModel {
         return model
     }
 
-    /// Runs `steps` steps (step_num 1...steps) with SpeeChain's runner order: forward, then each scheduler's step.
+    /// Runs `steps` steps (step_num 1...steps) with SpeeChain's runner order: forward, then the schedulers' step
+    /// (every backward before any update).
     static func train(_ model: MLPClassifier, schedulers: [OptimScheduler], data: ReferenceData, steps: Int,
                       startStep: Int = 1, onStep: (Int, Float, [StepReport]) -> Void = { _, _, _ in }) throws {
         var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
@@ -43,10 +44,7 @@ enum ReferenceModel {
         for stepNum in startStep..<(startStep + steps) {
             let epoch = (stepNum - 1) / data.batchesPerEpoch + 1
             try model.forward(data.batch(stepNum - 1), context: context, losses: &losses, metrics: &metrics)
-            var reports: [StepReport] = []
-            for s in schedulers {
-                reports.append(try s.step(losses: losses, stepNum: stepNum, epochNum: epoch))
-            }
+            let reports = try OptimSchedulers.step(schedulers, losses: losses, stepNum: stepNum, epochNum: epoch)
             onStep(stepNum, losses["loss"]!, reports)
         }
     }
