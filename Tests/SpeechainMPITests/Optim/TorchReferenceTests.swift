@@ -2,15 +2,36 @@ import Foundation
 import Testing
 @testable import SpeechainMPI
 
-/// The two trajectories computed with real PyTorch (../shared/refs): OptimScheduler semantics end to end.
+/// The trajectories computed with real PyTorch (Resources/torch_refs): OptimScheduler semantics end to end.
 @Suite struct TorchReferenceTests {
     struct Scenario: Decodable {
         struct Exp: Decodable {
             let num_epochs: Int, accum_grad: Int, ft_factor: Double, grad_clip: Double, grad_norm_type: Double, use_amp: Bool
         }
-        struct Sche: Decodable { let type: String; let optim_type: String; let optim_conf: [String: ConfigValue]; let sche_conf: [String: ConfigValue] }
+        struct Sche: Decodable {
+            let type: String; let optim_type: String; let optim_conf: [String: ConfigValue]; let sche_conf: [String: ConfigValue]
+            let updated_modules: [String]?; let step_per_update: Int?
+        }
         let exp: Exp
         let optim_sches: [String: Sche]
+        /// The schedulers' order when there are several (a JSON object has none).
+        let optim_sches_order: [String]?
+
+        var options: TrainingOptions {
+            TrainingOptions(accumGrad: exp.accum_grad, ftFactor: exp.ft_factor, gradClip: exp.grad_clip,
+                            gradNormType: exp.grad_norm_type, useAMP: exp.use_amp)
+        }
+
+        /// The OptimScheduler `name` of the scenario, built from its conf as SpeeChain's `{type, conf}` would be.
+        func scheduler(_ name: String, model: MLPClassifier) throws -> OptimScheduler {
+            let sche = try #require(optim_sches[name])
+            var conf = sche.sche_conf
+            conf["optim_type"] = .string(sche.optim_type)
+            conf["optim_conf"] = .map(sche.optim_conf)
+            if let mods = sche.updated_modules { conf["updated_modules"] = .list(mods.map { .string($0) }) }
+            if let n = sche.step_per_update { conf["step_per_update"] = .int(n) }
+            return try OptimScheduler(name: name, type: sche.type, conf: conf, model: model, options: options)
+        }
     }
     struct TraceRecord: Decodable {
         let step_num: Int, epoch: Int, loss: Double
@@ -27,13 +48,7 @@ import Testing
         let data = try ReferenceData(directory: dir)
         let model = try ReferenceModel.make(initWeights: "\(dir)/init.safetensors")
         let exp = scenario.exp
-        let options = TrainingOptions(accumGrad: exp.accum_grad, ftFactor: exp.ft_factor, gradClip: exp.grad_clip,
-                                      gradNormType: exp.grad_norm_type, useAMP: exp.use_amp)
-        let sche = try #require(scenario.optim_sches["main"])
-        var conf = sche.sche_conf
-        conf["optim_type"] = .string(sche.optim_type)
-        conf["optim_conf"] = .map(sche.optim_conf)
-        let scheduler = try OptimScheduler(name: "main", type: sche.type, conf: conf, model: model, options: options)
+        let scheduler = try scenario.scheduler("main", model: model)
         #expect(trace.count == exp.num_epochs * data.batchesPerEpoch)
 
         try ReferenceModel.train(model, schedulers: [scheduler], data: data, steps: trace.count) { stepNum, loss, reports in
@@ -57,5 +72,73 @@ import Testing
         let expected = Dictionary(uniqueKeysWithValues: final.tensors.map { ($0.name, $0.values) })
         let diff = ReferenceModel.maxRelativeDifference(model, expected)
         #expect(diff <= 1e-5, "final weights differ by \(diff) relative")
+    }
+
+    static let twoSches = "torch_refs/two_sches_decoder_first"
+
+    /// Trains the two-scheduler reference with the schedulers in `order`; returns the model and each step's
+    /// loss and reports by scheduler name.
+    static func trainTwoSches(order: [String]) throws -> (MLPClassifier, [(loss: Float, reports: [String: StepReport])]) {
+        let scenario = try decodeJSON(Scenario.self, "\(twoSches)/scenario.json")
+        let data = try ReferenceData(directory: twoSches)
+        let model = try ReferenceModel.make(initWeights: "\(twoSches)/init.safetensors")
+        let schedulers = try order.map { try scenario.scheduler($0, model: model) }
+        try OptimSchedulers.checkDisjoint(schedulers)
+        var steps: [(loss: Float, reports: [String: StepReport])] = []
+        try ReferenceModel.train(model, schedulers: schedulers, data: data, steps: scenario.exp.num_epochs * data.batchesPerEpoch) {
+            _, loss, reports in
+            steps.append((loss, Dictionary(uniqueKeysWithValues: zip(order, reports))))
+        }
+        return (model, steps)
+    }
+
+    /// Two OptimSchedulers (decoder: SGD+nesterov, exp decay, step_per_update 2; encoder: Adam+Noam), the output
+    /// side first, accum_grad 2 and a grad_clip that clips: every backward of a step must see the forward's weights.
+    @Test func reproducesPyTorchTwoSchedulersDecoderFirst() throws {
+        let scenario = try decodeJSON(Scenario.self, "\(Self.twoSches)/scenario.json")
+        let trace = try decodeJSON([TraceRecord].self, "\(Self.twoSches)/trace.json")
+        let order = try #require(scenario.optim_sches_order)
+        #expect(order == ["decoder", "encoder"])
+        let (model, steps) = try Self.trainTwoSches(order: order)
+        #expect(steps.count == trace.count)
+        var clipped = 0
+        for (i, (ref, got)) in zip(trace, steps).enumerated() {
+            let stepNum = i + 1
+            #expect(ref.step_num == stepNum)
+            #expect(abs(Double(got.loss) - ref.loss) <= 1e-5 * max(abs(ref.loss), 1e-3), "loss at step \(stepNum)")
+            for name in order {
+                let report = try #require(got.reports[name])
+                if let lr = ref.lr[name] {
+                    #expect(abs((report.lr ?? .nan) - lr) <= 1e-12, "\(name) lr at step \(stepNum)")
+                } else {
+                    #expect(report.lr == nil, "\(name) acted at step \(stepNum)")
+                }
+                if let norm = ref.grad_norm[name] {
+                    let got = Double(report.gradNorm ?? .nan)
+                    #expect(abs(got - norm) <= 1e-5 * norm, "\(name) grad_norm at step \(stepNum): \(got) vs \(norm)")
+                    if norm > scenario.exp.grad_clip { clipped += 1 }
+                } else {
+                    #expect(report.gradNorm == nil, "\(name) updated at step \(stepNum)")
+                }
+                #expect(report.skipped == (ref.skipped[name] ?? false))
+            }
+        }
+        #expect(clipped > 0, "the reference is meant to exercise clipping")
+        let final = try Safetensors.read(contentsOf: TestResources.url("\(Self.twoSches)/final.safetensors"))
+        let expected = Dictionary(uniqueKeysWithValues: final.tensors.map { ($0.name, $0.values) })
+        let diff = ReferenceModel.maxRelativeDifference(model, expected)
+        #expect(diff <= 1e-5, "final weights differ by \(diff) relative")
+    }
+
+    /// The order of the OptimSchedulers does not matter: encoder first gives the decoder-first weights bit for bit.
+    @Test func twoSchedulersDoNotDependOnOrder() throws {
+        let (first, _) = try Self.trainTwoSches(order: ["decoder", "encoder"])
+        let (reversed, _) = try Self.trainTwoSches(order: ["encoder", "decoder"])
+        let a = first.parameters.values.toArray()
+        let b = reversed.parameters.values.toArray()
+        #expect(a.count == b.count)
+        let moved = zip(a, b).filter { $0 != $1 }.count
+        let worst = zip(a, b).map { abs($0 - $1) }.max() ?? 0
+        #expect(moved == 0, "the reversed order moves \(moved) of \(a.count) weights, by up to \(worst)")
     }
 }
