@@ -281,12 +281,21 @@ public enum OptimSchedulers {
     /// One training step of several OptimSchedulers, in their order: every scheduler back-propagates first, then
     /// each updates. So every gradient of the step is taken at the parameters the forward used (as PyTorch's
     /// autograd does), whatever the schedulers' names or order; their updated_modules are disjoint.
-    public static func step(_ schedulers: [OptimScheduler], losses: NamedValues, timer: StepTimer? = nil,
-                            stepNum: Int, epochNum: Int, logger: Logger? = nil) throws -> [StepReport] {
-        var reports = try schedulers.map { try $0.backward(losses: losses, timer: timer, stepNum: stepNum) }
+    /// `reports` is reused (one per scheduler), so that a warm step allocates nothing.
+    public static func step(_ schedulers: [OptimScheduler], losses: NamedValues, into reports: inout [StepReport],
+                            timer: StepTimer? = nil, stepNum: Int, epochNum: Int, logger: Logger? = nil) throws {
+        if reports.count != schedulers.count { reports = [StepReport](repeating: StepReport(), count: schedulers.count) }
+        for (i, s) in schedulers.enumerated() { reports[i] = try s.backward(losses: losses, timer: timer, stepNum: stepNum) }
         for (i, s) in schedulers.enumerated() {
             try s.update(&reports[i], timer: timer, stepNum: stepNum, epochNum: epochNum, logger: logger)
         }
+    }
+
+    /// `step(_:losses:into:…)` with a new array of reports.
+    public static func step(_ schedulers: [OptimScheduler], losses: NamedValues, timer: StepTimer? = nil,
+                            stepNum: Int, epochNum: Int, logger: Logger? = nil) throws -> [StepReport] {
+        var reports: [StepReport] = []
+        try step(schedulers, losses: losses, into: &reports, timer: timer, stepNum: stepNum, epochNum: epochNum, logger: logger)
         return reports
     }
 

@@ -154,6 +154,7 @@ public final class Trainer {
                                      amp: exp.training.autocast)
         var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
         var batch = Batch(features: [], labels: [], cols: trainSet.width)
+        var reports: [StepReport] = []
         let order = trainSet.order(epoch: epoch, seed: exp.seed, shuffle: exp.shuffle)
         let b = exp.batchSize, rank = communicator.rank, world = communicator.size
         let n = valueNames.count
@@ -184,7 +185,7 @@ public final class Trainer {
             }
             var record = StepRecord(step: stepNum, epoch: epoch, values: [:])
             var updated = false
-            let reports = try OptimSchedulers.step(schedulers, losses: losses, timer: timer, stepNum: stepNum, epochNum: epoch, logger: logger)
+            try OptimSchedulers.step(schedulers, losses: losses, into: &reports, timer: timer, stepNum: stepNum, epochNum: epoch, logger: logger)
             for (s, report) in zip(schedulers, reports) {
                 if report.isUpdateStep { updated = true; state.counts[s.name, default: .init()].updates += 1 }
                 if report.skipped {

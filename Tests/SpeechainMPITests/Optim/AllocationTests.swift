@@ -25,9 +25,10 @@ struct AllocationTests {
         var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
         let context = ForwardContext(training: true)
         let timer = StepTimer()
+        var reports: [StepReport] = []   // the runner's path: every backward, then every update, reports reused
         func step(_ n: Int) throws {
             try model.forward(batches[(n - 1) % 8], context: context, losses: &losses, metrics: &metrics)
-            for s in schedulers { try s.step(losses: losses, timer: timer, stepNum: n, epochNum: 1) }
+            try OptimSchedulers.step(schedulers, losses: losses, into: &reports, timer: timer, stepNum: n, epochNum: 1)
         }
         for n in 1...4 { try step(n) }
         malloc_counter_start()
