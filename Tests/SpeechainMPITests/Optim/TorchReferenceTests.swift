@@ -53,21 +53,33 @@ import Testing
 
         try ReferenceModel.train(model, schedulers: [scheduler], data: data, steps: trace.count) { stepNum, loss, reports in
             let ref = trace[stepNum - 1]
-            let report = reports[0]
             #expect(abs(Double(loss) - ref.loss) <= 1e-5 * max(abs(ref.loss), 1e-3), "loss at step \(stepNum)")
-            if let lr = ref.lr["main"] {
-                #expect(abs((report.lr ?? .nan) - lr) <= 1e-12, "lr at step \(stepNum)")
-            } else {
-                #expect(report.lr == nil)
-            }
-            if let norm = ref.grad_norm["main"] {
-                let got = Double(report.gradNorm ?? .nan)
-                #expect(abs(got - norm) <= 1e-5 * norm, "grad_norm at step \(stepNum): \(got) vs \(norm)")
-            } else {
-                #expect(report.gradNorm == nil)
-            }
-            #expect(report.skipped == (ref.skipped["main"] ?? false))
+            Self.expect(reports[0], matches: ref, scheduler: "main", stepNum: stepNum)
         }
+        try Self.expectFinalWeights(of: model, in: dir)
+    }
+
+    /// One scheduler's step against the reference: lr exact (≤ 1e-12) when it acted, grad norm ≤ 1e-5 relative when
+    /// it updated, the skip flag; returns the reference grad norm of an update step.
+    @discardableResult
+    static func expect(_ report: StepReport, matches ref: TraceRecord, scheduler name: String, stepNum: Int) -> Double? {
+        if let lr = ref.lr[name] {
+            #expect(abs((report.lr ?? .nan) - lr) <= 1e-12, "\(name) lr at step \(stepNum)")
+        } else {
+            #expect(report.lr == nil, "\(name) acted at step \(stepNum)")
+        }
+        if let norm = ref.grad_norm[name] {
+            let got = Double(report.gradNorm ?? .nan)
+            #expect(abs(got - norm) <= 1e-5 * norm, "\(name) grad_norm at step \(stepNum): \(got) vs \(norm)")
+        } else {
+            #expect(report.gradNorm == nil, "\(name) updated at step \(stepNum)")
+        }
+        #expect(report.skipped == (ref.skipped[name] ?? false))
+        return ref.grad_norm[name]
+    }
+
+    /// The model's weights against the reference's final.safetensors, ≤ 1e-5 relative.
+    static func expectFinalWeights(of model: MLPClassifier, in dir: String) throws {
         let final = try Safetensors.read(contentsOf: TestResources.url("\(dir)/final.safetensors"))
         let expected = Dictionary(uniqueKeysWithValues: final.tensors.map { ($0.name, $0.values) })
         let diff = ReferenceModel.maxRelativeDifference(model, expected)
@@ -108,26 +120,13 @@ import Testing
             #expect(abs(Double(got.loss) - ref.loss) <= 1e-5 * max(abs(ref.loss), 1e-3), "loss at step \(stepNum)")
             for name in order {
                 let report = try #require(got.reports[name])
-                if let lr = ref.lr[name] {
-                    #expect(abs((report.lr ?? .nan) - lr) <= 1e-12, "\(name) lr at step \(stepNum)")
-                } else {
-                    #expect(report.lr == nil, "\(name) acted at step \(stepNum)")
+                if let norm = Self.expect(report, matches: ref, scheduler: name, stepNum: stepNum), norm > scenario.exp.grad_clip {
+                    clipped += 1
                 }
-                if let norm = ref.grad_norm[name] {
-                    let got = Double(report.gradNorm ?? .nan)
-                    #expect(abs(got - norm) <= 1e-5 * norm, "\(name) grad_norm at step \(stepNum): \(got) vs \(norm)")
-                    if norm > scenario.exp.grad_clip { clipped += 1 }
-                } else {
-                    #expect(report.gradNorm == nil, "\(name) updated at step \(stepNum)")
-                }
-                #expect(report.skipped == (ref.skipped[name] ?? false))
             }
         }
         #expect(clipped > 0, "the reference is meant to exercise clipping")
-        let final = try Safetensors.read(contentsOf: TestResources.url("\(Self.twoSches)/final.safetensors"))
-        let expected = Dictionary(uniqueKeysWithValues: final.tensors.map { ($0.name, $0.values) })
-        let diff = ReferenceModel.maxRelativeDifference(model, expected)
-        #expect(diff <= 1e-5, "final weights differ by \(diff) relative")
+        try Self.expectFinalWeights(of: model, in: Self.twoSches)
     }
 
     /// The order of the OptimSchedulers does not matter: encoder first gives the decoder-first weights bit for bit.
