@@ -8,6 +8,8 @@ public enum ConfigError: Error, CustomStringConvertible, Equatable {
     case conflict(String)
     /// A problem with a whole file (unreadable, malformed YAML), named by its path.
     case file(path: String, message: String)
+    /// Several keys of one section at once (so that a recipe's problems are found in one run, not one per run).
+    case keys(context: String, message: String)
 
     public var description: String {
         switch self {
@@ -25,6 +27,8 @@ public enum ConfigError: Error, CustomStringConvertible, Equatable {
             return message
         case .file(let path, let message):
             return "\(path): \(message)"
+        case .keys(let context, let message):
+            return "\(context): \(message)"
         }
     }
 }

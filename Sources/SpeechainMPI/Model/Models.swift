@@ -5,6 +5,7 @@ public enum Models {
     public static func make(type: String, conf: [String: ConfigValue], seed: UInt64) throws -> any Model {
         switch type {
         case MLPClassifier.typeName:
+            let conf = try flattenSpeeChainShape(conf)
             let reader = try ConfReader(conf, context: "model_conf", allowedKeys: ["encoder", "decoder", "label_smoothing"])
             func module(_ key: String) throws -> MLPClassifier.ModuleConf {
                 guard case .map(let m)? = conf[key] else {
@@ -30,5 +31,27 @@ public enum Models {
         default:
             throw ConfigError.unknownType(kind: "model_type", name: type, valid: types)
         }
+    }
+
+    /// SpeeChain's model_conf shape — `customize_conf` (the model's own arguments), `module_conf` (one entry per
+    /// first-level module) and `criterion_conf` (the losses' arguments) — read into the flat shape the MLP takes
+    /// (`encoder`, `decoder`, `label_smoothing`). A conf without those three keys is already flat.
+    static func flattenSpeeChainShape(_ conf: [String: ConfigValue]) throws -> [String: ConfigValue] {
+        let sections = ["customize_conf", "module_conf", "criterion_conf"]
+        guard conf.keys.contains(where: sections.contains) else { return conf }
+        _ = try ConfReader(conf, context: "model_conf", allowedKeys: sections)
+        var flat: [String: ConfigValue] = [:]
+        for key in sections {
+            switch conf[key] {
+            case nil, .null?: continue
+            case .map(let m)?:
+                for (k, v) in m {
+                    if flat[k] != nil { throw ConfigError.conflict("model_conf: '\(k)' is given in two of \(sections.joined(separator: ", "))") }
+                    flat[k] = v
+                }
+            case let other?: throw ConfigError.wrongType(context: "model_conf", key: key, expected: "a mapping", found: other)
+            }
+        }
+        return flat
     }
 }

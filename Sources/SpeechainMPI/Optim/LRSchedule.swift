@@ -29,8 +29,10 @@ public enum LRSchedules {
         all.append(schedule)
     }
 
+    /// SpeeChain's code and its documentation spell some classes differently (`noam.Noamlr` in noam.py,
+    /// `noam.NoamLr` in its README and every other class's style), so the query is matched without case.
     public static func type(named name: String) throws -> any LRSchedule.Type {
-        guard let t = all.first(where: { $0.typeName == name }) else {
+        guard let t = all.first(where: { $0.typeName.lowercased() == name.lowercased() }) else {
             throw ConfigError.unknownType(kind: "optim_sches type", name: name, valid: all.map { $0.typeName })
         }
         return t

@@ -240,9 +240,10 @@ public final class OptimScheduler: CustomStringConvertible {
 }
 
 /// Builds the OptimSchedulers of `optim_sches` in SpeeChain's two shapes — one `{type, conf}` (named `main`) or
-/// several named ones — and rejects overlapping updated_modules.
+/// several named ones, in `order` (the config file's; names it does not list follow in sorted order) — and
+/// rejects overlapping updated_modules.
 public enum OptimSchedulers {
-    public static func make(_ value: ConfigValue, model: any Model, options: TrainingOptions,
+    public static func make(_ value: ConfigValue, model: any Model, options: TrainingOptions, order: [String] = [],
                             synchronizer: GradientSynchronizer? = nil) throws -> [OptimScheduler] {
         guard case .map(let top) = value else {
             throw ConfigError.wrongType(context: "train_cfg", key: "optim_sches", expected: "a mapping", found: value)
@@ -251,7 +252,8 @@ public enum OptimSchedulers {
         if top["type"] != nil {
             entries = [("main", top)]
         } else {
-            for name in top.keys.sorted() {
+            let listed = order.filter { top[$0] != nil }
+            for name in listed + top.keys.sorted().filter({ !listed.contains($0) }) {
                 guard case .map(let m)? = top[name] else {
                     throw ConfigError.wrongType(context: "optim_sches", key: name, expected: "a mapping with type and conf", found: top[name]!)
                 }

@@ -1,7 +1,7 @@
 import Foundation
 
-/// What the monitor keeps about one epoch: the means of every loss and metric over all ranks, the lr each
-/// scheduler ended the epoch with, the skipped updates, and the time it took.
+/// What the monitor keeps about one epoch: the means of every loss and metric over all ranks, each scheduler's
+/// lr averaged over the epoch's steps (SpeeChain's "Average learning rate"), the skipped updates, and the time it took.
 public struct EpochRecord: Codable, Sendable, Equatable {
     public var epoch: Int
     public var train: [String: Double] = [:]
@@ -16,7 +16,7 @@ public struct EpochRecord: Codable, Sendable, Equatable {
 /// Everything of a run besides tensors that a resume needs. Data order and dropout draw from generators seeded
 /// by (seed, epoch, rank), so the seed in the experiment is the whole RNG state at an epoch boundary.
 public struct CheckpointState: Codable, Sendable {
-    public static let formatName = "speechain-mpi checkpoint 1"
+    public static let formatName = "speechain-mpi checkpoint 2"
     public var format = CheckpointState.formatName
     /// Epochs completed; a resume starts at epoch + 1.
     public var epoch = 0
@@ -28,6 +28,7 @@ public struct CheckpointState: Codable, Sendable {
     public var stopped = false
     public var history: [EpochRecord] = []
     public var trackers: [BestModelTracker] = []
+    public var earlyStopping = EarlyStopping(patience: nil, threshold: 0, maximize: false)
     public var counts: [String: TrainingSummary.SchedulerCounts] = [:]
     public var schedulers: [String: SchedulerMeta] = [:]
 

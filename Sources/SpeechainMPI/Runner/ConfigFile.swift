@@ -40,8 +40,28 @@ public enum ConfigFile {
             result[key] = try resolver.value(v, path: key)
         }
         result[ConfigFile.referencedKeysMarker] = .list(resolver.referenced.sorted().map { .string($0) })
+        result[ConfigFile.keyOrderMarker] = .map(resolver.keyOrders.mapValues { .list($0.map { .string($0) }) })
         return result
     }
+
+    /// Removes the markers `parse` adds to a config tree and returns the `!ref` variable names and the key order
+    /// of every mapping (by dotted path), which a Swift dictionary does not keep.
+    static func takeMarkers(from config: inout [String: ConfigValue]) -> (referenced: Set<String>, keyOrders: [String: [String]]) {
+        var referenced: Set<String> = []
+        if case .list(let names)? = config.removeValue(forKey: referencedKeysMarker) {
+            for case .string(let n) in names { referenced.insert(n) }
+        }
+        var orders: [String: [String]] = [:]
+        if case .map(let m)? = config.removeValue(forKey: keyOrderMarker) {
+            for (path, value) in m {
+                if case .list(let keys) = value { orders[path] = keys.compactMap { if case .string(let k) = $0 { return k } else { return nil } } }
+            }
+        }
+        return (referenced, orders)
+    }
+
+    /// Keys in the order of the file, by dotted path (SpeeChain runs its OptimSchedulers in the file's order).
+    static let keyOrderMarker = "__key_orders__"
 
     /// Names of top-level keys some `!ref` used, so that they may exist only as variables (removed by `Experiment`).
     static let referencedKeysMarker = "__referenced_keys__"
@@ -61,6 +81,7 @@ public enum ConfigFile {
         var topLevel: [String: Node]
         var referenced: Set<String> = []
         var resolving: [String] = []
+        var keyOrders: [String: [String]] = [:]
 
         mutating func value(_ node: Node, path: String) throws -> ConfigValue {
             let tag = node.tag.description
@@ -81,6 +102,7 @@ public enum ConfigFile {
                     if out[key] != nil { throw ConfigError.file(path: source, message: "'\(path).\(key)' is given twice") }
                     out[key] = try value(v, path: path.isEmpty ? key : "\(path).\(key)")
                 }
+                keyOrders[path] = mapping.compactMap { $0.key.string }
                 return .map(out)
             }
         }
@@ -151,7 +173,7 @@ extension ConfigFile {
     /// A command-line value read as YAML (`0.01`, `true`, `[16, 64]`, `!tuple (valid, accuracy, max, 3)`).
     public static func value(_ text: String, key: String) throws -> ConfigValue {
         var parsed = try parse("value: \(text)\n", source: "--\(key)")
-        parsed.removeValue(forKey: referencedKeysMarker)
+        _ = takeMarkers(from: &parsed)
         return parsed["value"] ?? .null
     }
 }
@@ -164,6 +186,45 @@ extension Experiment {
         for (path, value) in overrides {
             try ConfigValue.set(value, at: path.split(separator: ".").map(String.init), in: &tree)
         }
-        return try Experiment(config: tree, source: configPath ?? defaultSource)
+        var experiment = try Experiment(config: tree, source: configPath ?? defaultSource)
+        if let configPath { experiment.trainResultPath = resultPath(for: configPath, given: experiment.trainResultPath, attach: experiment.attachConfigFolderToPath) }
+        return experiment
+    }
+
+    /// SpeeChain's result folder for a config file: without train_result_path, `exp/<config name>` in place of the
+    /// config's `exp_cfg/` folder (`recipes/asr/x/exp_cfg/a.yaml` → `recipes/asr/x/exp/a`); with it,
+    /// `<train_result_path>/<config name>` unless attach_config_folder_to_path is false.
+    static func resultPath(for configPath: String, given: String?, attach: Bool) -> String {
+        let name = URL(fileURLWithPath: configPath).deletingPathExtension().lastPathComponent
+        guard let given else {
+            let parts = configPath.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+            return (parts.dropLast(2) + ["exp", name]).joined(separator: "/")
+        }
+        return attach ? URL(fileURLWithPath: given).appendingPathComponent(name).path : given
+    }
+}
+
+extension ConfigValue {
+    /// The value as YAML (block style, keys sorted), which `ConfigFile.parse` reads back to an equal value.
+    public var yaml: String {
+        (try? Yams.serialize(node: node, sortKeys: true)) ?? "\(self)\n"
+    }
+
+    var node: Node {
+        switch self {
+        case .null: return Node("null", Tag(.null))
+        case .bool(let b): return Node(b ? "true" : "false", Tag(.bool))
+        case .int(let i): return Node(String(i), Tag(.int))
+        case .double(let d):
+            let text = d.isNaN ? ".nan" : d.isInfinite ? (d > 0 ? ".inf" : "-.inf") : "\(d)"
+            return Node(text, Tag(.float))
+        case .string(let s):
+            // quoted whenever the plain text would read back as something else (`true`, `1.0`, `null`, `~`)
+            let plain = Node(s)
+            let ambiguous = plain.null != nil || plain.bool != nil || plain.int != nil || plain.float != nil
+            return Node(s, Tag(.str), ambiguous ? .doubleQuoted : .any)
+        case .list(let items): return Node(items.map(\.node))
+        case .map(let m): return Node(m.keys.sorted().map { (Node($0), m[$0]!.node) })
+        }
     }
 }

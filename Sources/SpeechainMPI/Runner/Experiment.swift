@@ -37,11 +37,26 @@ public struct Experiment: Sendable {
     public var numEpochs = 3
     public var batchSize = 32
     public var shuffle = true
-    public var reportPerSteps = 1
+    /// SpeeChain's report_per_steps: N > 0 reports every N steps of an epoch; 0 (the default) ten reports per
+    /// epoch; −N N reports per epoch (`Trainer.reportInterval`).
+    public var reportPerSteps = 0
+    /// Validate at epochs 1, 1 + v, 1 + 2v, … (SpeeChain: `(epoch − 1) % valid_per_epochs == 0`).
     public var validPerEpochs = 1
     public var bestModelSelection: [ModelSelection] = []
-    /// Stop when the first best_model_selection metric has not improved for this many validations (nil: never).
+    /// Stop when the epochs since the first best_model_selection metric last improved exceed this (nil: never).
     public var earlyStoppingPatience: Int?
+    /// How much an improvement must exceed the last one to restart the early-stopping count: relative if > 0,
+    /// absolute if < 0 (SpeeChain's default 0.001).
+    public var earlyStoppingThreshold = 0.001
+    /// With a config file and train_result_path, results go to `<train_result_path>/<config name>` (SpeeChain's default).
+    public var attachConfigFolderToPath = true
+    /// Lines for the user about keys accepted but not used (GPU and loader keys, unused variables); rank 0 prints them.
+    public var notes: [String] = []
+    /// The named OptimSchedulers in the order of the config file (SpeeChain steps them in that order).
+    public var optimSchesOrder: [String] = []
+    /// data_cfg and train_cfg as resolved (written to the result folder as SpeeChain does).
+    public var dataConfig: [String: ConfigValue] = [:]
+    public var trainConfig: [String: ConfigValue] = [:]
     /// How many of the latest epochs' weights to keep under models/.
     public var lastModelNumber = 1
     public var resume = false
@@ -72,7 +87,24 @@ public struct Experiment: Sendable {
     public static let experimentKeys = [
         "seed", "num_epochs", "accum_grad", "ft_factor", "grad_clip", "grad_norm_type", "use_amp", "valid_per_epochs",
         "report_per_steps", "best_model_selection", "early_stopping_patience", "last_model_number", "train_result_path",
-        "resume", "init_weights", "check_consistency_every", "amp_dtype", "grad_scaler",
+        "resume", "init_weights", "check_consistency_every", "amp_dtype", "grad_scaler", "early_stopping_threshold",
+        "train", "test", "dry_run", "no_optim", "attach_config_folder_to_path",
+    ]
+
+    /// Keys of SpeeChain's runner for GPUs, data-loader workers and torch.distributed: meaningless under MPI on
+    /// CPUs, accepted with one note.
+    public static let inapplicableKeys = [
+        "ngpu", "gpus", "rank", "same_proc_seed", "enable_syncbatchnorm", "dist_backend", "dist_url", "world_size",
+        "cudnn_enabled", "cudnn_benchmark", "cudnn_deterministic", "num_workers", "train_num_workers",
+        "valid_num_workers", "test_num_workers", "pin_memory", "non_blocking", "saving_proc_num",
+        "ignore_train_exception", "ignore_test_exception", "start_epoch",
+    ]
+
+    /// Keys of SpeeChain's test stage and visual snapshots, which are not built yet: accepted with one note while
+    /// nothing asks for them (`test: true` is refused).
+    public static let unbuiltFeatureKeys = [
+        "test_model", "test_result_path", "infer_cfg", "attach_model_folder_when_test", "bad_cases_selection",
+        "visual_snapshot_number", "visual_snapshot_interval", "monitor_snapshot_conf",
     ]
     public static let dataKeys = ["batch_size", "shuffle", "train", "valid"]
     public static let trainKeys = ["model", "optim_sches"]
@@ -88,7 +120,7 @@ public struct Experiment: Sendable {
         grad_norm_type: 2.0
         use_amp: false
         valid_per_epochs: 1
-        report_per_steps: 1
+        report_per_steps: 0          # ten report lines per epoch (SpeeChain's default)
         best_model_selection: !tuple (valid, accuracy, max, 2)
         last_model_number: 1
 
@@ -107,8 +139,9 @@ public struct Experiment: Sendable {
           model:
             model_type: mlp.MLPClassifier
             model_conf:
-              encoder: {dims: [!ref <feat_dim>, 64, 64], activation: ReLU}
-              decoder: {dims: [64, 4]}
+              module_conf:
+                encoder: {dims: [!ref <feat_dim>, 64, 64], activation: ReLU}
+                decoder: {dims: [64, 4]}
           optim_sches:
             type: noam.NoamLr
             conf:
@@ -132,15 +165,10 @@ public struct Experiment: Sendable {
     /// Reads an experiment from a config tree (a YAML file with command-line overrides merged in).
     public init(config: [String: ConfigValue], source: String) throws {
         var config = config
-        var variables: Set<String> = []
-        if case .list(let names)? = config.removeValue(forKey: ConfigFile.referencedKeysMarker) {
-            for case .string(let n) in names { variables.insert(n) }
-        }
-        for key in config.keys.sorted() where !(Self.experimentKeys + ["data_cfg", "train_cfg"]).contains(key) {
-            if variables.contains(key) { config.removeValue(forKey: key); continue }
-            throw ConfigError.unknownKey(context: source, key: key, valid: Self.experimentKeys + ["data_cfg", "train_cfg"])
-        }
+        let (variables, keyOrders) = ConfigFile.takeMarkers(from: &config)
+        try Self.classifyTopLevelKeys(&config, variables: variables, source: source, notes: &notes)
         let r = try ConfReader(config, context: source, allowedKeys: Self.experimentKeys + ["data_cfg", "train_cfg"])
+        try Self.refuseUnbuiltFeatures(r)
         seed = UInt64(clamping: try r.int("seed", default: 0))
         numEpochs = try r.int("num_epochs", default: 1)
         training = TrainingOptions(
@@ -160,10 +188,12 @@ public struct Experiment: Sendable {
             throw ConfigError.wrongType(context: source, key: "grad_scaler", expected: "a mapping of GradScaler settings", found: other)
         }
         validPerEpochs = try r.int("valid_per_epochs", default: 1)
-        reportPerSteps = try r.int("report_per_steps", default: 1)
+        reportPerSteps = try r.int("report_per_steps", default: 0)
         earlyStoppingPatience = try r.optionalInt("early_stopping_patience")
+        earlyStoppingThreshold = try r.double("early_stopping_threshold", default: 0.001)
         lastModelNumber = try r.int("last_model_number", default: 1)
         trainResultPath = r.contains("train_result_path") ? try r.string("train_result_path", default: "") : nil
+        attachConfigFolderToPath = try r.bool("attach_config_folder_to_path", default: true)
         resume = try r.bool("resume", default: false)
         initWeights = r.contains("init_weights") ? try r.string("init_weights", default: "") : nil
         checkConsistencyEvery = try r.int("check_consistency_every", default: 0)
@@ -176,7 +206,8 @@ public struct Experiment: Sendable {
         train = try Self.dataSource(trainValue, context: "\(source): data_cfg.train")
         valid = try data["valid"].map { try Self.dataSource($0, context: "\(source): data_cfg.valid") }
 
-        let trainCfg = try Self.section(config["train_cfg"], key: "train_cfg", source: source)
+        var trainCfgOrders: [String: [String]] = [:]
+        let trainCfg = try Self.section(config["train_cfg"], key: "train_cfg", source: source, keyOrders: &trainCfgOrders)
         _ = try ConfReader(trainCfg, context: "\(source): train_cfg", allowedKeys: Self.trainKeys)
         let model = try Self.section(trainCfg["model"], key: "train_cfg.model", source: source)
         let m = try ConfReader(model, context: "\(source): train_cfg.model", allowedKeys: ["model_type", "model_conf"])
@@ -184,11 +215,87 @@ public struct Experiment: Sendable {
         modelConf = try Self.section(model["model_conf"], key: "train_cfg.model.model_conf", source: source)
         guard let sches = trainCfg["optim_sches"] else { throw ConfigError.missing(context: "\(source): train_cfg", key: "optim_sches") }
         optimSches = sches
+        // the file's order of named OptimSchedulers (train_cfg inline, or train_cfg a file of its own)
+        optimSchesOrder = keyOrders["train_cfg.optim_sches"] ?? trainCfgOrders["optim_sches"] ?? []
+        dataConfig = data
+        trainConfig = trainCfg
 
         let defaultSet = valid == nil ? "train" : "valid"
         bestModelSelection = try Self.selections(config["best_model_selection"], context: source,
                                                  fallback: ModelSelection(set: defaultSet, metric: "loss", mode: .min, number: 1))
         try validate()
+    }
+
+    /// Sorts the top-level keys the experiment does not read: SpeeChain's GPU/loader keys and the keys of features
+    /// not built yet get a note; a key that looks like a misspelt experiment key is an error; any other key is a
+    /// variable (SpeeChain recipes declare `d_model: 512` and the like above data_cfg) — used by a `!ref` or
+    /// noted as unused. All errors are reported at once, in one line.
+    private static func classifyTopLevelKeys(_ config: inout [String: ConfigValue], variables: Set<String>,
+                                             source: String, notes: inout [String]) throws {
+        let known = Set(experimentKeys + ["data_cfg", "train_cfg"])
+        var inapplicable: [String] = [], unbuilt: [String] = [], unused: [String] = [], misspelt: [String] = []
+        for key in config.keys.sorted() where !known.contains(key) {
+            if inapplicableKeys.contains(key) { inapplicable.append(key) }
+            else if unbuiltFeatureKeys.contains(key) { unbuilt.append(key) }
+            else if variables.contains(key) { }
+            else if let near = known.sorted().first(where: { editDistance($0, key) <= min(2, key.count / 3) }) { misspelt.append("'\(key)' (\(near)?)") }
+            else { unused.append(key) }
+            config.removeValue(forKey: key)
+        }
+        if !misspelt.isEmpty {
+            throw ConfigError.keys(context: source, message: "unknown key\(misspelt.count == 1 ? "" : "s") \(misspelt.joined(separator: ", "))")
+        }
+        if !inapplicable.isEmpty { notes.append("note: \(inapplicable.joined(separator: ", ")) do not apply under MPI on CPUs (one rank per process, data loaded in each rank); ignored") }
+        if !unbuilt.isEmpty { notes.append("note: \(unbuilt.joined(separator: ", ")) belong to the test stage and visual snapshots, which are not built yet; ignored") }
+        if !unused.isEmpty { notes.append("note: \(unused.joined(separator: ", ")) \(unused.count == 1 ? "is" : "are") no experiment key and no !ref uses \(unused.count == 1 ? "it" : "them"); ignored") }
+    }
+
+    /// Features of SpeeChain's runner that are not built: asking for any of them is one error naming them all.
+    private static func refuseUnbuiltFeatures(_ r: ConfReader) throws {
+        var asked: [String] = []
+        if try r.bool("train", default: true) == false { asked.append("train: false (only training is built)") }
+        if try r.bool("test", default: false) { asked.append("test: true (the test stage)") }
+        if try r.bool("dry_run", default: false) { asked.append("dry_run: true") }
+        if try r.bool("no_optim", default: false) { asked.append("no_optim: true") }
+        if !asked.isEmpty { throw ConfigError.keys(context: r.context, message: "not built yet: \(asked.joined(separator: ", "))") }
+    }
+
+    /// Levenshtein distance, to tell a misspelt key (`num_epoch`) from a recipe's variable (`d_model`).
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let x = Array(a), y = Array(b)
+        guard !x.isEmpty else { return y.count }
+        var row = Array(0...y.count)
+        for i in 1...x.count {
+            var previous = row[0]
+            row[0] = i
+            for j in stride(from: 1, through: y.count, by: 1) {
+                let substitution = previous + (x[i - 1] == y[j - 1] ? 0 : 1)
+                previous = row[j]
+                row[j] = min(substitution, row[j] + 1, row[j - 1] + 1)
+            }
+        }
+        return row[y.count]
+    }
+
+    /// Every experiment-level key with the value in effect (SpeeChain's exp_cfg.yaml is its full argument list).
+    public var effectiveKeys: [String: ConfigValue] {
+        var keys: [String: ConfigValue] = [
+            "seed": .int(Int(clamping: seed)), "num_epochs": .int(numEpochs), "accum_grad": .int(training.accumGrad),
+            "ft_factor": .double(training.ftFactor), "grad_clip": .double(training.gradClip),
+            "grad_norm_type": .double(training.gradNormType), "use_amp": .bool(training.useAMP),
+            "amp_dtype": .string(training.ampDType.rawValue), "valid_per_epochs": .int(validPerEpochs),
+            "report_per_steps": .int(reportPerSteps), "early_stopping_threshold": .double(earlyStoppingThreshold),
+            "early_stopping_patience": earlyStoppingPatience.map { .int($0) } ?? .null,
+            "last_model_number": .int(lastModelNumber), "resume": .bool(resume), "train": .bool(true), "test": .bool(false),
+            "best_model_selection": .list(bestModelSelection.map {
+                .list([.string($0.set), .string($0.metric), .string($0.mode.rawValue), .int($0.number)])
+            }),
+            "check_consistency_every": .int(checkConsistencyEvery),
+            "attach_config_folder_to_path": .bool(attachConfigFolderToPath),
+        ]
+        if let p = trainResultPath { keys["train_result_path"] = .string(p) }
+        if let w = initWeights { keys["init_weights"] = .string(w) }
+        return keys
     }
 
     private static func normType(_ r: ConfReader) throws -> Double {
@@ -197,13 +304,19 @@ public struct Experiment: Sendable {
     }
 
     private static func section(_ value: ConfigValue?, key: String, source: String) throws -> [String: ConfigValue] {
+        var orders: [String: [String]] = [:]
+        return try section(value, key: key, source: source, keyOrders: &orders)
+    }
+
+    private static func section(_ value: ConfigValue?, key: String, source: String,
+                                keyOrders: inout [String: [String]]) throws -> [String: ConfigValue] {
         switch value {
         case nil: throw ConfigError.missing(context: source, key: key)
         case .map(let m)?: return m
         case .string(let path)?:
             // SpeeChain lets data_cfg / train_cfg name a YAML file of their own.
             var loaded = try ConfigFile.load(path)
-            loaded.removeValue(forKey: ConfigFile.referencedKeysMarker)
+            keyOrders = ConfigFile.takeMarkers(from: &loaded).keyOrders
             return loaded
         case let other?: throw ConfigError.wrongType(context: source, key: key, expected: "a mapping (or a YAML file path)", found: other)
         }
@@ -240,7 +353,8 @@ public struct Experiment: Sendable {
             case .list(let items): parts = items.map(\.description)
             default: break
             }
-            guard parts.count == 4, let mode = ModelSelection.Mode(rawValue: parts[2]), let n = Int(parts[3]), n >= 1 else {
+            // SpeeChain lower-cases the mode (MAX, Max and max are one)
+            guard parts.count == 4, let mode = ModelSelection.Mode(rawValue: parts[2].lowercased()), let n = Int(parts[3]), n >= 1 else {
                 throw ConfigError.invalidValue(context: context, key: "best_model_selection",
                     reason: "must be (set, metric, max|min, N) like !tuple (valid, accuracy, max, 3), found \(v)")
             }
@@ -255,10 +369,13 @@ public struct Experiment: Sendable {
     public func validate() throws {
         guard numEpochs >= 1 else { throw ConfigError.invalidValue(context: "experiment", key: "num_epochs", reason: "must be >= 1, found \(numEpochs)") }
         guard batchSize >= 1 else { throw ConfigError.invalidValue(context: "data_cfg", key: "batch_size", reason: "must be >= 1, found \(batchSize)") }
-        guard reportPerSteps >= 1 else { throw ConfigError.invalidValue(context: "experiment", key: "report_per_steps", reason: "must be >= 1, found \(reportPerSteps)") }
         guard validPerEpochs >= 1 else { throw ConfigError.invalidValue(context: "experiment", key: "valid_per_epochs", reason: "must be >= 1, found \(validPerEpochs)") }
         guard lastModelNumber >= 1 else { throw ConfigError.invalidValue(context: "experiment", key: "last_model_number", reason: "must be >= 1, found \(lastModelNumber)") }
-        if let p = earlyStoppingPatience, p < 1 { throw ConfigError.invalidValue(context: "experiment", key: "early_stopping_patience", reason: "must be >= 1, found \(p)") }
+        if let p = earlyStoppingPatience, p < 0 { throw ConfigError.invalidValue(context: "experiment", key: "early_stopping_patience", reason: "must be >= 0, found \(p)") }
+        guard earlyStoppingThreshold.isFinite, earlyStoppingThreshold < 1 else {
+            throw ConfigError.invalidValue(context: "experiment", key: "early_stopping_threshold",
+                                           reason: "must be a finite number below 1 (relative if > 0, absolute if < 0), found \(earlyStoppingThreshold)")
+        }
         guard checkConsistencyEvery >= 0 else { throw ConfigError.invalidValue(context: "experiment", key: "check_consistency_every", reason: "must be >= 0, found \(checkConsistencyEvery)") }
         guard training.accumGrad >= 1 else { throw ConfigError.invalidValue(context: "experiment", key: "accum_grad", reason: "must be >= 1, found \(training.accumGrad)") }
         for s in bestModelSelection where s.set != "train" && s.set != "valid" {

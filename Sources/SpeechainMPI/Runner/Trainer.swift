@@ -17,6 +17,8 @@ public struct TrainingSummary: Codable, Sendable {
     public var schedulers: [String: SchedulerCounts] = [:]
     public var validLoss: Float?
     public var validAccuracy: Float?
+    /// Every loss and metric of the last validation.
+    public var valid: [String: Double]?
     public var history: [EpochRecord] = []
     /// Per best_model_selection (e.g. `valid accuracy max 3`), the epochs whose weights were kept.
     public var bestEpochs: [String: [Int]] = [:]
@@ -74,7 +76,8 @@ public final class Trainer {
             throw ConfigError.invalidValue(context: "experiment", key: "best_model_selection",
                 reason: "names no loss or metric of the model ('\(s.metric)'); it has: \((model.lossNames + model.metricNames).joined(separator: ", "))")
         }
-        let built = try OptimSchedulers.make(experiment.optimSches, model: model, options: experiment.training)
+        let built = try OptimSchedulers.make(experiment.optimSches, model: model, options: experiment.training,
+                                             order: experiment.optimSchesOrder)
         if communicator.size > 1 {
             synchronizers = built.map { _ in GradientAllreduce(communicator: communicator) }
             for (s, sync) in zip(built, synchronizers) { s.synchronizer = sync }
@@ -91,6 +94,8 @@ public final class Trainer {
         state.modelType = experiment.modelType
         state.worldSize = communicator.size
         state.trackers = experiment.bestModelSelection.map(BestModelTracker.init)
+        state.earlyStopping = EarlyStopping(patience: experiment.earlyStoppingPatience, threshold: experiment.earlyStoppingThreshold,
+                                            maximize: experiment.bestModelSelection[0].mode == .max)
         resumed = experiment.resume
         if let dir = resultDir {
             let checkpoint = dir.appendingPathComponent(Checkpoint.fileName)
@@ -105,7 +110,11 @@ public final class Trainer {
                       loaded.trackers.map(\.maximize) == state.trackers.map(\.maximize) else {
                     throw CheckpointError.invalid(path: checkpoint.path, reason: "it was written with another best_model_selection")
                 }
+                let stopping = state.earlyStopping
                 state = loaded
+                // patience and threshold are the experiment's; the count and last best are the run's
+                state.earlyStopping = EarlyStopping(patience: stopping.patience, threshold: stopping.threshold, maximize: stopping.maximize,
+                                                    continuing: loaded.earlyStopping)
                 state.worldSize = communicator.size
             } else if exists {
                 // A new run never overwrites a good checkpoint.
@@ -117,8 +126,23 @@ public final class Trainer {
     /// The collective start of a run: all ranks agree on the steps per epoch and take rank 0's parameters.
     private func synchronizeStart() throws {
         stepsPerEpoch = try communicator.allreduceMin(localStepsPerEpoch)
+        reportInterval = Self.reportInterval(experiment.reportPerSteps, stepsPerEpoch: stepsPerEpoch)
         try communicator.broadcast(model.parameters.values.pointer, count: model.parameters.count, root: 0)
     }
+
+    /// Steps between report lines (SpeeChain's runner): report_per_steps N > 0 is N; 0 is a tenth of the epoch;
+    /// −N an N-th. Never below one step (SpeeChain divides by zero when an epoch has fewer steps than reports)
+    /// nor above an epoch (SpeeChain refuses a larger N; here an epoch's end is the one report).
+    public static func reportInterval(_ reportPerSteps: Int, stepsPerEpoch: Int) -> Int {
+        let interval = reportPerSteps > 0 ? reportPerSteps : stepsPerEpoch / (reportPerSteps == 0 ? 10 : -reportPerSteps)
+        return min(max(interval, 1), max(stepsPerEpoch, 1))
+    }
+
+    /// Steps between report lines, fixed once the steps per epoch are agreed.
+    public private(set) var reportInterval = 1
+
+    /// SpeeChain validates at epochs 1, 1 + v, 1 + 2v, …
+    public static func validates(epoch: Int, every v: Int) -> Bool { (epoch - 1) % v == 0 }
 
     private var valueNames: [String] { model.lossNames + model.metricNames }
 
@@ -133,6 +157,8 @@ public final class Trainer {
         if resumed {
             monitor.line("resumed from \(Checkpoint.fileName): \(state.epoch) epochs and \(state.stepNum) steps done")
         } else {
+            for note in exp.notes { monitor.line(note) }
+            if communicator.isRoot, let dir = resultDir { try writeConfigs(to: dir) }
             monitor.line(model.description)
             for s in schedulers { monitor.line("\(s.name): \(s.description)") }
             if communicator.size > 1 { monitor.line("data parallel over \(communicator.size) ranks, batch \(exp.batchSize) per rank") }
@@ -159,10 +185,13 @@ public final class Trainer {
         let b = exp.batchSize, rank = communicator.rank, world = communicator.size
         let n = valueNames.count
         // per-step values of the current report window, rank-local until averaged at the report
-        var window = [Double](repeating: 0, count: exp.reportPerSteps * n)
+        let interval = reportInterval
+        var window = [Double](repeating: 0, count: interval * n)
         var pending: [StepRecord] = []
-        pending.reserveCapacity(exp.reportPerSteps)
+        pending.reserveCapacity(interval)
         var epochSums = [Double](repeating: 0, count: n)
+        // each scheduler's lr summed over the steps of the report window and of the epoch (SpeeChain reports means)
+        var lrWindow = [Double](repeating: 0, count: schedulers.count), lrEpoch = lrWindow
         var skippedInEpoch: [String: Int] = [:]
         var skippedInWindow = 0
         let timesAtEpochStart = timer.seconds
@@ -186,7 +215,8 @@ public final class Trainer {
             var record = StepRecord(step: stepNum, epoch: epoch, values: [:])
             var updated = false
             try OptimSchedulers.step(schedulers, losses: losses, into: &reports, timer: timer, stepNum: stepNum, epochNum: epoch, logger: logger)
-            for (s, report) in zip(schedulers, reports) {
+            for (k, (s, report)) in zip(schedulers, reports).enumerated() {
+                lrWindow[k] += s.lr
                 if report.isUpdateStep { updated = true; state.counts[s.name, default: .init()].updates += 1 }
                 if report.skipped {
                     state.counts[s.name, default: .init()].skipped += 1
@@ -212,7 +242,7 @@ public final class Trainer {
             if monitor.active { pending.append(record) }
             monitor.progress(step: i + 1, of: stepsPerEpoch, epoch: epoch)
 
-            let windowFull = stepNum - firstInWindow + 1 == exp.reportPerSteps
+            let windowFull = stepNum - firstInWindow + 1 == interval
             if windowFull || i == stepsPerEpoch - 1 {
                 let count = stepNum - firstInWindow + 1
                 // one small allreduce per report: every step's values averaged over the ranks
@@ -225,12 +255,14 @@ public final class Trainer {
                     }
                     try monitor.write(pending)
                     if windowFull {
-                        var line = reportLine(from: firstInWindow, to: stepNum, epoch: epoch, window: window, count: count, since: timesAtReport)
+                        var line = reportLine(from: firstInWindow, to: stepNum, epoch: epoch, window: window, count: count,
+                                              lrSums: lrWindow, since: timesAtReport)
                         if skippedInWindow > 0 { line += " | skipped updates \(skippedInWindow)" }
                         monitor.line(line)
                     }
                 }
                 skippedInWindow = 0
+                for k in lrWindow.indices { lrEpoch[k] += lrWindow[k]; lrWindow[k] = 0 }
                 pending.removeAll(keepingCapacity: true)
                 timesAtReport = timer.seconds
                 firstInWindow = stepNum + 1
@@ -239,43 +271,46 @@ public final class Trainer {
 
         var record = EpochRecord(epoch: epoch)
         for (j, name) in valueNames.enumerated() { record.train[name] = epochSums[j] / Double(stepsPerEpoch) }
-        for s in schedulers { record.lr[s.name] = s.lr }
+        for (k, s) in schedulers.enumerated() { record.lr[s.name] = lrEpoch[k] / Double(stepsPerEpoch) }
         record.skipped = skippedInEpoch
-        if let validSet, epoch % exp.validPerEpochs == 0 {
-            let (vl, va) = try evaluate(validSet)
-            record.valid = ["loss": Double(vl), "accuracy": Double(va)]
+        if let validSet, Self.validates(epoch: epoch, every: exp.validPerEpochs) {
+            record.valid = try evaluate(validSet)
         }
         record.seconds = Double(DispatchTime.now().uptimeNanoseconds - epochStart) * 1e-9
         state.history.append(record)
         state.epoch = epoch
+        var changes = [BestModelTracker.Change](repeating: .init(), count: state.trackers.count)
         for (k, sel) in exp.bestModelSelection.enumerated() {
-            if let v = record.value(set: sel.set, metric: sel.metric) { state.trackers[k].record(epoch: epoch, value: v) }
+            if let v = record.value(set: sel.set, metric: sel.metric) { changes[k] = state.trackers[k].record(epoch: epoch, value: v) }
         }
         // Early stopping is rank 0's decision, broadcast so that every rank stops at the same epoch.
-        if let patience = exp.earlyStoppingPatience, let tracker = state.trackers.first {
-            var flag: Float = communicator.isRoot && tracker.sinceImprovement >= patience ? 1 : 0
+        let stop = state.earlyStopping.update(epoch: epoch, tracker: state.trackers[0])
+        if exp.earlyStoppingPatience != nil {
+            var flag: Float = communicator.isRoot && stop ? 1 : 0
             try communicator.broadcast(&flag, count: 1, root: 0)
             state.stopped = flag == 1
         }
         monitor.line(epochLine(record, since: timesAtEpochStart))
         if state.stopped {
-            let sel = exp.bestModelSelection[0]
-            monitor.line("early stopping: \(sel.set) \(sel.metric) has not improved for \(state.trackers[0].sinceImprovement) validations (best at epoch \(state.trackers[0].best?.epoch ?? 0))")
+            let sel = exp.bestModelSelection[0], es = state.earlyStopping
+            monitor.line("early stopping: \(sel.set) \(sel.metric) has not improved by more than the threshold \(ConfigValue.format(es.threshold)) "
+                         + "for \(es.epochsWithoutImprovement) epochs, more than the patience \(es.patience ?? 0) (best at epoch \(state.trackers[0].best?.epoch ?? 0))")
         }
-        if communicator.isRoot { try saveEpoch(epoch) }
+        if communicator.isRoot { try saveEpoch(epoch, changes: changes) }
         try monitor.writeCurves(state.history, names: valueNames, schedulers: schedulers.map(\.name))
         // No rank starts the next epoch before rank 0's checkpoint is complete.
         try communicator.barrier()
     }
 
-    private func reportLine(from first: Int, to last: Int, epoch: Int, window: [Double], count: Int, since: [StepTimer.Key: Double]) -> String {
+    private func reportLine(from first: Int, to last: Int, epoch: Int, window: [Double], count: Int, lrSums: [Double],
+                            since: [StepTimer.Key: Double]) -> String {
         let n = valueNames.count
         var line = first == last ? "step \(last) (epoch \(epoch)): " : "step \(last) (epoch \(epoch), steps \(first)-\(last)): "
         line += valueNames.enumerated().map { j, name in
             let mean = (0..<count).map { window[$0 * n + j] }.reduce(0, +) / Double(count)
             return "\(name)=\(String(format: "%.4f", mean))"
         }.joined(separator: ", ")
-        line += " | " + schedulers.map { "lr[\($0.name)]=\(String(format: "%.6g", $0.lr))" }.joined(separator: " ")
+        line += " | " + zip(schedulers, lrSums).map { "lr[\($0.name)]=\(String(format: "%.6g", $1 / Double(count)))" }.joined(separator: " ")
         return line + " | " + timeText(since: since, steps: count)
     }
 
@@ -292,7 +327,7 @@ public final class Trainer {
 
     private func epochLine(_ r: EpochRecord, since: [StepTimer.Key: Double]) -> String {
         var line = "epoch \(r.epoch): train " + valueNames.map { "\($0)=\(String(format: "%.4f", r.train[$0] ?? .nan))" }.joined(separator: " ")
-        if let v = r.valid { line += " | valid " + ["loss", "accuracy"].map { "\($0)=\(String(format: "%.4f", v[$0] ?? .nan))" }.joined(separator: " ") }
+        if let v = r.valid { line += " | valid " + valueNames.map { "\($0)=\(String(format: "%.4f", v[$0] ?? .nan))" }.joined(separator: " ") }
         line += " | " + schedulers.map { "lr[\($0.name)]=\(String(format: "%.6g", r.lr[$0.name] ?? .nan))" }.joined(separator: " ")
         let skipped = r.skipped.values.reduce(0, +)
         if skipped > 0 { line += " | skipped updates \(skipped)" }
@@ -305,37 +340,43 @@ public final class Trainer {
 
     private func epochFile(_ epoch: Int) -> URL? { modelsDir?.appendingPathComponent("epoch_\(epoch).safetensors") }
 
-    /// Weights of this epoch and the latest, averages of the best N, the checkpoint, then cleanup of epochs no
-    /// longer wanted. Each file is written atomically and the checkpoint after the model files it refers to.
-    private func saveEpoch(_ epoch: Int) throws {
+    /// The models/ folder after an epoch (`ModelsFolderPlan`): `epoch_N`, the pointers, the averages, the
+    /// checkpoint, and last the removal of epochs the plan does not keep. Files are written atomically and pointers
+    /// replaced by rename, so every name resolves to a complete file at every instant.
+    private func saveEpoch(_ epoch: Int, changes: [BestModelTracker.Change]) throws {
         guard let dir = resultDir, let models = modelsDir, let file = epochFile(epoch) else { return }
         var state = self.state
         state.counts = countsSoFar()
         try FileManager.default.createDirectory(at: models, withIntermediateDirectories: true)
-        let tensors = model.parameters.namedTensors()
-        try Safetensors.write(tensors, metadata: ["format": "pt", "epoch": "\(epoch)"], to: file)
-        try Safetensors.write(tensors, metadata: ["format": "pt", "epoch": "\(epoch)"], to: models.appendingPathComponent("latest.safetensors"))
-        for (k, sel) in experiment.bestModelSelection.enumerated() where !state.trackers[k].bestEpochs.isEmpty {
-            let best = state.trackers[k].bestEpochs
-            let average = try averageWeights(best.compactMap(epochFile))
-            try Safetensors.write(average, metadata: ["format": "pt", "epochs": best.map(String.init).joined(separator: ",")],
-                                  to: models.appendingPathComponent("\(sel.averageName).safetensors"))
-        }
+        try Safetensors.write(model.parameters.namedTensors(), metadata: ["format": "pt", "epoch": "\(epoch)"], to: file)
+        let plan = ModelsFolderPlan.after(epoch: epoch, selections: experiment.bestModelSelection, trackers: state.trackers,
+                                          changes: changes, lastModelNumber: experiment.lastModelNumber)
+        for (name, e) in plan.pointers.sorted(by: { $0.key < $1.key }) { try ModelPointer.point(name, to: e, in: models) }
+        for (name, epochs) in plan.averages.sorted(by: { $0.key < $1.key }) { try writeAverage(of: epochs, named: name, in: models) }
         let hook: (() -> Void)? = experiment.killDuringCheckpointOfEpoch == epoch ? { kill(getpid(), SIGKILL) } : nil
         try Checkpoint.write(state, model: model, schedulers: schedulers, to: dir.appendingPathComponent(Checkpoint.fileName), midWrite: hook)
-        try removeUnwantedEpochFiles()
+        removeEpochFiles(except: plan.keep, in: models)
     }
 
-    /// The epochs whose weights stay: the last_model_number latest and each selection's best N.
-    private var wantedEpochs: Set<Int> {
-        var keep = Set((max(1, state.epoch - experiment.lastModelNumber + 1)...max(1, state.epoch)))
-        for t in state.trackers { keep.formUnion(t.bestEpochs) }
-        return keep
+    private func writeAverage(of epochs: [Int], named name: String, in models: URL) throws {
+        let average = try averageWeights(epochs.compactMap(epochFile))
+        try Safetensors.write(average, metadata: ["format": "pt", "epochs": epochs.map(String.init).joined(separator: ",")],
+                              to: models.appendingPathComponent("\(name).safetensors"))
     }
 
-    private func removeUnwantedEpochFiles() throws {
-        guard let models = modelsDir else { return }
-        let keep = wantedEpochs
+    /// Writes the resolved configs into the result folder as SpeeChain does: `exp_cfg.yaml` (every experiment
+    /// key with its value in effect), `train_cfg.yaml` and `train_data_cfg.yaml`.
+    private func writeConfigs(to dir: URL) throws {
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let files: [(String, [String: ConfigValue])] = [
+            ("exp_cfg.yaml", experiment.effectiveKeys), ("train_cfg.yaml", experiment.trainConfig), ("train_data_cfg.yaml", experiment.dataConfig),
+        ]
+        for (name, tree) in files {
+            try InteropFile.writeAtomically(Data(ConfigValue.map(tree).yaml.utf8), to: dir.appendingPathComponent(name))
+        }
+    }
+
+    private func removeEpochFiles(except keep: Set<Int>, in models: URL) {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: models.path)) ?? [] {
             guard name.hasPrefix("epoch_"), name.hasSuffix(".safetensors"),
                   let e = Int(name.dropFirst("epoch_".count).dropLast(".safetensors".count)), !keep.contains(e) else { continue }
@@ -391,6 +432,7 @@ public final class Trainer {
         summary.history = state.history
         summary.schedulers = countsSoFar()
         if let last = state.history.last(where: { $0.valid != nil })?.valid {
+            summary.valid = last
             summary.validLoss = last["loss"].map { Float($0) }
             summary.validAccuracy = last["accuracy"].map { Float($0) }
         }
@@ -418,25 +460,26 @@ public final class Trainer {
         guard Set(all).count == 1 else { throw DistributedError.diverged(update: update, checksums: all) }
     }
 
-    /// Mean loss and accuracy over a data set, forward only: each rank takes every size-th batch, sums are allreduced.
-    public func evaluate(_ set: Dataset) throws -> (loss: Float, accuracy: Float) {
+    /// Every loss and metric of the model averaged over a data set (weighted by rows), forward only: each rank
+    /// takes every size-th batch, the sums are allreduced.
+    public func evaluate(_ set: Dataset) throws -> [String: Double] {
         var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
         var batch = Batch(features: [], labels: [], cols: set.width)
         let context = ForwardContext(training: false, amp: experiment.training.autocast)
         let order = Array(0..<set.count)
-        var sums = [0.0, 0.0, 0.0]   // loss·rows, accuracy·rows, rows
+        let n = valueNames.count
+        var sums = [Double](repeating: 0, count: n + 1)   // value·rows per name, then rows
         var start = communicator.rank * experiment.batchSize
         while start < set.count {
             let end = min(start + experiment.batchSize, set.count)
             set.fill(&batch, rows: order[start..<end])
             try model.forward(batch, context: context, losses: &losses, metrics: &metrics)
             let rows = Double(end - start)
-            sums[0] += Double(losses.values[0]) * rows
-            sums[1] += Double(metrics.values[0]) * rows
-            sums[2] += rows
+            for (j, v) in (losses.values + metrics.values).enumerated() { sums[j] += Double(v) * rows }
+            sums[n] += rows
             start += experiment.batchSize * communicator.size
         }
-        try sums.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0.baseAddress!, count: 3) }
-        return (Float(sums[0] / sums[2]), Float(sums[1] / sums[2]))
+        try sums.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0.baseAddress!, count: n + 1) }
+        return Dictionary(uniqueKeysWithValues: valueNames.enumerated().map { ($1, sums[$0] / sums[n]) })
     }
 }

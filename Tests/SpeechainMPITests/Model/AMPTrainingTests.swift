@@ -12,6 +12,7 @@ import Testing
 
     static func experiment(amp: ReducedPrecision?, scaler: GradScaler = GradScaler()) throws -> Experiment {
         var e = try Experiment.makeDefault()
+        e.reportPerSteps = 1
         e.training.useAMP = amp != nil
         if let amp { e.training.ampDType = amp }
         e.training.scaler = scaler

@@ -24,7 +24,7 @@ import Testing
     /// (arguments, what the line must say); `{dir}` is a scratch folder, `{res}` the test resources.
     static let cases: [([String], String)] = [
         (["--optim_type", "Adamax"], "unknown optim_type 'Adamax'; valid: SGD, Adam, AdamW, Adagrad, RMSprop"),
-        (["--set", "train_cfg.optim_sches.type=noam.NoamLR"], "unknown optim_sches type 'noam.NoamLR'; valid: noam.NoamLr"),
+        (["--set", "train_cfg.optim_sches.type=noam.Noam"], "unknown optim_sches type 'noam.Noam'; valid: noam.NoamLr"),
         (["--set", "train_cfg.optim_sches.conf.optim_loss=ctc"], "'optim_loss' names no loss of the model ('ctc')"),
         (["--config", "{dir}/overlap.yaml"], "both update encoder"),
         (["--accum_grad", "0"], "'accum_grad' must be >= 1, found 0"),
@@ -45,7 +45,7 @@ import Testing
         try? FileManager.default.createDirectory(at: dir.appendingPathComponent("empty"), withIntermediateDirectories: true)
         // a checkpoint of a smaller model
         _ = try? Executable.run(["--num_epochs", "1", "--report_per_steps", "100", "--train_result_path", dir.appendingPathComponent("other_model").path,
-                                 "--set", "train_cfg.model.model_conf.encoder.dims=[16, 32, 32]", "--set", "train_cfg.model.model_conf.decoder.dims=[32, 4]"])
+                                 "--set", "train_cfg.model.model_conf.module_conf.encoder.dims=[16, 32, 32]", "--set", "train_cfg.model.model_conf.module_conf.decoder.dims=[32, 4]"])
         return dir
     }()
 

@@ -39,19 +39,23 @@ enum Executable {
 }
 
 @Suite struct CommandLineTests {
-    @Test func defaultExperimentPrintsEveryStepAndLearns() throws {
+    @Test func defaultExperimentReportsTenTimesPerEpochAndLearns() throws {
         let r = try Executable.run([])
         #expect(r.status == 0, "\(r.stderr)")
         let steps = r.stdout.split(separator: "\n").filter { $0.hasPrefix("step ") }
-        // 1024 rows / batch 32 = 32 steps per epoch, 3 epochs.
-        #expect(steps.count == 96)
-        // Noam without d_model, lr 0.005, warmup 20: lr(s) = 0.005·√20·min(s^-0.5, s·20^-1.5).
+        // 1024 rows / batch 32 = 32 steps per epoch, 3 epochs; SpeeChain's default report_per_steps 0 is ten
+        // reports per epoch, every 32 // 10 = 3 steps of the epoch (steps 3, 6, …, 30)
+        #expect(steps.count == 30)
+        // Noam without d_model, lr 0.005, warmup 20: lr(s) = 0.005·√20·min(s^-0.5, s·20^-1.5); a report shows the
+        // mean over its three steps
+        func lr(_ s: Double) -> Double { 0.005 * 20.0.squareRoot() * min(1 / s.squareRoot(), s * pow(20, -1.5)) }
         for (i, line) in steps.enumerated() {
-            let s = Double(i + 1)
-            let expected = 0.005 * 20.0.squareRoot() * min(1 / s.squareRoot(), s * pow(20, -1.5))
+            let last = (i / 10) * 32 + (i % 10 + 1) * 3
+            #expect(line.hasPrefix("step \(last) (epoch \(i / 10 + 1), steps \(last - 2)-\(last)): "), "\(line)")
+            let expected = (lr(Double(last - 2)) + lr(Double(last - 1)) + lr(Double(last))) / 3
             let lrText = try #require(line.split(separator: "lr[main]=").last?.split(separator: " ").first)
             let got = try #require(Double(lrText))
-            #expect(abs(got - expected) <= 1e-5 * expected, "step \(i + 1): \(line)")
+            #expect(abs(got - expected) <= 1e-5 * expected, "report \(i + 1): \(line)")
             #expect(line.contains("loss="))
         }
         // It learns: validation accuracy far above chance (0.25 for 4 classes) after 3 epochs.
