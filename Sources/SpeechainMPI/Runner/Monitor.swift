@@ -13,13 +13,20 @@ public struct StepRecord: Codable, Sendable, Equatable {
 }
 
 /// Rank 0's voice: report lines on stdout and in `train.log`, step records in `steps.jsonl`, curves under
-/// `figures/`, and a progress bar when stdout is a terminal. On every other rank it says nothing.
+/// `figures/`, TensorBoard event files under `tensorboard/train` and `tensorboard/valid`, and a progress bar when
+/// stdout is a terminal. On every other rank it says nothing.
+///
+/// TensorBoard tags (`tensorboard --logdir <train_result_path>/tensorboard`): per step, each loss and metric under
+/// its own name and `lr/<scheduler>`, `grad_norm/<scheduler>`, `loss_scale/<scheduler>` (the values of
+/// steps.jsonl); per report `time/<phase>` in ms per step; per epoch (step = epoch) `epoch/<name>` in both runs,
+/// so that train and valid share one chart, and `epoch/lr/<scheduler>`.
 final class Monitor {
     let active: Bool
     let directory: URL?
     private let output: (String) -> Void
     private var log: FileHandle?
     private var records: FileHandle?
+    private var tensorboard: (train: TensorBoardWriter, valid: TensorBoardWriter)?
     private let tty: Bool
     private var progressShown = false
     private let encoder = JSONCoding.encoder(snakeCase: true)
@@ -57,6 +64,9 @@ final class Monitor {
                 throw InteropError.writeFailed(path: url.path, reason: "cannot be created")
             }
         }
+        let events = dir.appendingPathComponent("tensorboard")
+        tensorboard = (try TensorBoardWriter(directory: events.appendingPathComponent("train")),
+                       try TensorBoardWriter(directory: events.appendingPathComponent("valid")))
         log = try FileHandle(forWritingTo: logURL)
         log?.seekToEndOfFile()
         records = try FileHandle(forWritingTo: recordURL)
@@ -66,7 +76,8 @@ final class Monitor {
     func close() {
         clearProgress()
         try? log?.close(); try? records?.close()
-        log = nil; records = nil
+        try? tensorboard?.train.close(); try? tensorboard?.valid.close()
+        log = nil; records = nil; tensorboard = nil
     }
 
     func line(_ text: String) {
@@ -81,6 +92,29 @@ final class Monitor {
         var data = Data()
         for r in batch { data.append(try encoder.encode(r)); data.append(UInt8(ascii: "\n")) }
         records.write(data)
+        guard let board = tensorboard?.train else { return }
+        for r in batch {
+            for (name, v) in r.values.sorted(by: { $0.key < $1.key }) { board.addScalar(tag: name, value: v, step: r.step) }
+            for (kind, values) in [("lr", r.lr), ("grad_norm", r.gradNorm), ("loss_scale", r.lossScale)] {
+                for (s, v) in values.sorted(by: { $0.key < $1.key }) { board.addScalar(tag: "\(kind)/\(s)", value: v, step: r.step) }
+            }
+        }
+        try board.flush()
+    }
+
+    /// The time split of a report (ms per step of each phase) at its last step.
+    func writeTimes(_ split: [(phase: String, ms: Double)], step: Int) {
+        for (phase, ms) in split { tensorboard?.train.addScalar(tag: "time/\(phase)", value: ms, step: step) }
+    }
+
+    /// An epoch's means (train and valid) and lrs, at step = epoch.
+    func writeEpoch(_ r: EpochRecord) throws {
+        guard let board = tensorboard else { return }
+        for (name, v) in r.train.sorted(by: { $0.key < $1.key }) { board.train.addScalar(tag: "epoch/\(name)", value: v, step: r.epoch) }
+        for (s, v) in r.lr.sorted(by: { $0.key < $1.key }) { board.train.addScalar(tag: "epoch/lr/\(s)", value: v, step: r.epoch) }
+        for (name, v) in (r.valid ?? [:]).sorted(by: { $0.key < $1.key }) { board.valid.addScalar(tag: "epoch/\(name)", value: v, step: r.epoch) }
+        try board.train.flush()
+        try board.valid.flush()
     }
 
     /// A one-line bar redrawn in place, only on a terminal.

@@ -255,6 +255,7 @@ public final class Trainer {
                     }
                     try monitor.write(pending)
                     if windowFull {
+                        monitor.writeTimes(timeSplit(since: timesAtReport, steps: count), step: stepNum)
                         var line = reportLine(from: firstInWindow, to: stepNum, epoch: epoch, window: window, count: count,
                                               lrSums: lrWindow, since: timesAtReport)
                         if skippedInWindow > 0 { line += " | skipped updates \(skippedInWindow)" }
@@ -291,6 +292,7 @@ public final class Trainer {
             state.stopped = flag == 1
         }
         monitor.line(epochLine(record, since: timesAtEpochStart))
+        try monitor.writeEpoch(record)
         if state.stopped {
             let sel = exp.bestModelSelection[0], es = state.earlyStopping
             monitor.line("early stopping: \(sel.set) \(sel.metric) has not improved by more than the threshold \(ConfigValue.format(es.threshold)) "
@@ -315,14 +317,18 @@ public final class Trainer {
     }
 
     /// Mean milliseconds per step of each phase since `since` (optim excludes its communication).
-    private func timeText(since: [StepTimer.Key: Double], steps: Int) -> String {
+    private func timeSplit(since: [StepTimer.Key: Double], steps: Int) -> [(phase: String, ms: Double)] {
         func delta(_ category: String) -> Double {
             timer.seconds.filter { $0.key.category == category }.map { $0.value - (since[$0.key] ?? 0) }.reduce(0, +)
         }
         let comm = delta("communication_time")
         let parts = [("data", delta("data_time")), ("forward", delta("forward_time")), ("backward", delta("loss_backward_time")),
                      ("optim", delta("optim_time") - comm), ("comm", comm)]
-        return "ms/step " + parts.map { "\($0.0) \(String(format: "%.3f", $0.1 * 1000 / Double(max(steps, 1))))" }.joined(separator: " ")
+        return parts.map { ($0.0, $0.1 * 1000 / Double(max(steps, 1))) }
+    }
+
+    private func timeText(since: [StepTimer.Key: Double], steps: Int) -> String {
+        "ms/step " + timeSplit(since: since, steps: steps).map { "\($0.phase) \(String(format: "%.3f", $0.ms))" }.joined(separator: " ")
     }
 
     private func epochLine(_ r: EpochRecord, since: [StepTimer.Key: Double]) -> String {
