@@ -25,8 +25,12 @@ public struct SVGPlot {
         var yMin = all.map { ty($0.y) }.min() ?? 0, yMax = all.map { ty($0.y) }.max() ?? 1
         if xMax == xMin { xMin -= 0.5; xMax += 0.5 }
         if yMax == yMin { yMin -= 0.5; yMax += 0.5 }
-        let pad = (yMax - yMin) * 0.05
-        yMin -= pad; yMax += pad
+        // axes span whole tick steps, so that every tick is a round number
+        let yTicks = logY ? Self.niceTicks(from: yMin.rounded(.down), to: yMax.rounded(.up), roughly: 5, minimumStep: 1)
+                          : Self.niceTicks(from: yMin, to: yMax, roughly: 5)
+        let xTicks = Self.niceTicks(from: xMin, to: xMax, roughly: 10, minimumStep: 1)
+        yMin = yTicks.first ?? yMin; yMax = yTicks.last ?? yMax
+        xMin = xTicks.first ?? xMin; xMax = xTicks.last ?? xMax
         func px(_ x: Double) -> Double { left + (x - xMin) / (xMax - xMin) * plotW }
         func py(_ y: Double) -> Double { top + (1 - (ty(y) - yMin) / (yMax - yMin)) * plotH }
         func f(_ v: Double) -> String { String(format: "%.1f", v) }
@@ -41,16 +45,13 @@ public struct SVGPlot {
             <rect x="\(f(left))" y="\(f(top))" width="\(f(plotW))" height="\(f(plotH))" fill="none" stroke="#444"/>
 
             """
-        for i in 0...5 {
-            let yv = yMin + (yMax - yMin) * Double(i) / 5
-            let y = top + (1 - Double(i) / 5) * plotH
+        for yv in yTicks {
+            let y = top + (1 - (yv - yMin) / (yMax - yMin)) * plotH
             let shown = logY ? Foundation.pow(10, yv) : yv
             s += "<line x1=\"\(f(left))\" y1=\"\(f(y))\" x2=\"\(f(left + plotW))\" y2=\"\(f(y))\" stroke=\"#ddd\"/>"
             s += "<text x=\"\(f(left - 6))\" y=\"\(f(y + 4))\" text-anchor=\"end\">\(label(shown))</text>\n"
         }
-        let xTicks = min(10, max(1, Int(xMax - xMin)))
-        for i in 0...xTicks {
-            let xv = xMin + (xMax - xMin) * Double(i) / Double(xTicks)
+        for xv in xTicks {
             s += "<text x=\"\(f(px(xv)))\" y=\"\(f(top + plotH + 18))\" text-anchor=\"middle\">\(label(xv))</text>\n"
         }
         s += "<text x=\"\(f(left + plotW / 2))\" y=\"\(f(height - 10))\" text-anchor=\"middle\">\(escape(xLabel))</text>\n"
@@ -68,6 +69,18 @@ public struct SVGPlot {
             s += "<text x=\"\(f(left + plotW - 94))\" y=\"\(f(ly))\">\(escape(series.name))</text>\n"
         }
         return s + "</svg>\n"
+    }
+
+    /// Tick values at a round step (1, 2 or 5 × 10^k, at least `minimumStep`) covering [low, high] with about
+    /// `roughly` intervals: the first tick is at or below `low`, the last at or above `high`.
+    static func niceTicks(from low: Double, to high: Double, roughly count: Int, minimumStep: Double = 0) -> [Double] {
+        guard low.isFinite, high.isFinite, high > low else { return [low, high] }
+        let raw = (high - low) / Double(max(count, 1))
+        let magnitude = Foundation.pow(10, (Foundation.log10(raw)).rounded(.down))
+        let step = max(minimumStep, ([1.0, 2, 5, 10].map { $0 * magnitude }.first { $0 >= raw } ?? 10 * magnitude))
+        let first = (low / step).rounded(.down), last = (high / step).rounded(.up)
+        // multiples of the step, computed from integers so that 0.1·3 prints as 0.3
+        return stride(from: first, through: last, by: 1).map { ($0 * step * 1e12).rounded() / 1e12 }
     }
 
     private func escape(_ t: String) -> String {
