@@ -466,12 +466,13 @@ public final class Trainer {
         guard Set(all).count == 1 else { throw DistributedError.diverged(update: update, checksums: all) }
     }
 
-    /// Every loss and metric of the model averaged over a data set (weighted by rows), forward only: each rank
-    /// takes every size-th batch, the sums are allreduced.
+    /// Every loss and metric of the model averaged over a data set (weighted by rows), forward only and in
+    /// float32 even under use_amp: each rank takes every size-th batch, the sums are allreduced.
     public func evaluate(_ set: Dataset) throws -> [String: Double] {
         var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
         var batch = Batch(features: [], labels: [], cols: set.width)
-        let context = ForwardContext(training: false, amp: experiment.training.autocast)
+        // float32 like SpeeChain, which validates outside autocast "for accurate validation"
+        let context = ForwardContext(training: false, amp: nil)
         let order = Array(0..<set.count)
         let n = valueNames.count
         var sums = [Double](repeating: 0, count: n + 1)   // value·rows per name, then rows

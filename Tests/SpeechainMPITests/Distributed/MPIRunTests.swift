@@ -112,7 +112,7 @@ func maxRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> Do
         #expect(Set(s.parameterChecksums).count == 1, "\(s.parameterChecksums)")
         let files = try FileManager.default.contentsOfDirectory(atPath: run.directory.path).sorted()
         #expect(files == ["checkpoint.safetensors", "exp_cfg.yaml", "figures", "model.safetensors", "models", "steps.jsonl", "summary.json",
-                          "train.log", "train_cfg.yaml", "train_data_cfg.yaml"])
+                          "tensorboard", "train.log", "train_cfg.yaml", "train_data_cfg.yaml"])
         // rank 0 alone prints: every epoch line once, and nothing on stderr
         #expect(run.result.stdout.components(separatedBy: "epoch 1:").count == 2)
         #expect(run.result.stderr.isEmpty, "\(run.result.stderr)")

@@ -20,6 +20,18 @@ import Testing
         #expect(summary.history[0].valid.map { Set($0.keys) } == ["loss", "accuracy"])
     }
 
+    @Test func validationRunsInFloat32UnderAMP() throws {
+        // runner.py validates outside autocast; the same weights give the same values with and without use_amp
+        var amp = try Experiment.makeDefault()
+        amp.training.useAMP = true
+        amp.training.ampDType = .float16
+        let plain = try Experiment.makeDefault()
+        let a = try Trainer(experiment: amp, output: { _ in }), b = try Trainer(experiment: plain, output: { _ in })
+        #expect(a.model.parameters.values.toArray() == b.model.parameters.values.toArray())
+        let set = try #require(try plain.valid?.load())
+        #expect(try a.evaluate(set) == b.evaluate(set))
+    }
+
     // MARK: report_per_steps
 
     @Test func reportIntervalForms() {
