@@ -40,6 +40,7 @@ struct SpeechainMPICommand: ParsableCommand {
     @Option(name: .customLong("train_result_path"), help: "Folder for rank 0's log, records, curves, checkpoint and models.") var trainResultPath: String?
     @Flag(help: "Continue from the checkpoint in train_result_path.") var resume = false
     @Option(name: .customLong("init_weights"), help: "Start from these safetensors weights (PyTorch state_dict names).") var initWeights: String?
+    @Option(name: .customLong("flush_denormal"), help: "Flush denormal floats to zero on the computing threads (true/false; default true), as torch.set_flush_denormal.") var flushDenormal: Bool?
     @Option(name: .customLong("check_consistency_every"), help: "Verify every N updates that all ranks hold bit-identical parameters (0: only at the end).") var checkConsistencyEvery: Int?
     @Option(name: .customLong("batch_size"), help: "data_cfg.batch_size: rows per batch on each rank.") var batchSize: Int?
     @Option(help: "data_cfg.shuffle: shuffle the training rows every epoch (true/false).") var shuffle: Bool?
@@ -77,6 +78,7 @@ struct SpeechainMPICommand: ParsableCommand {
         add("resume", resume ? .bool(true) : nil)
         add("init_weights", initWeights.map { .string($0) })
         add("check_consistency_every", checkConsistencyEvery.map { .int($0) })
+        add("flush_denormal", flushDenormal.map { .bool($0) })
         add("data_cfg.batch_size", batchSize.map { .int($0) })
         add("data_cfg.shuffle", shuffle.map { .bool($0) })
         add("train_cfg.optim_sches.conf.optim_type", optimType.map { .string($0) })
@@ -118,6 +120,8 @@ struct SpeechainMPICommand: ParsableCommand {
 
     /// Command-line mistakes are one line too (argument-parser would add the usage).
     static func main() {
+        // before anything loads MPI or reads the config: OpenBLAS must not run fallback kernels
+        BLASKernels.ensureNativeKernels()
         do {
             var command = try parseAsRoot()
             try command.run()

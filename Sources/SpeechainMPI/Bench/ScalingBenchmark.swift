@@ -79,6 +79,9 @@ public enum ScalingBenchmark {
         public var nodes = 0
         public var worldSize = 1
         public var blasThreads = 1
+        /// The BLAS library, version and kernels in use (BLASKernels), and whether denormals are flushed.
+        public var blas = ""
+        public var flushDenormal = false
         public var configuration = Configuration()
         public var batchPerRank = 0
         public var globalBatch = 0
@@ -209,6 +212,8 @@ public enum ScalingBenchmark {
         report.parameters = model.parameters.count
         report.flopsPerSample = Workload.flopsPerSample(dims: dims)
         report.blasThreads = BLAS.threadCount
+        report.blas = BLASKernels.current().description
+        report.flushDenormal = Denormals.flushed
         report.cores = ProcessInfo.processInfo.activeProcessorCount
         report.host = ProcessInfo.processInfo.hostName
         report.cpu = BenchSupport.cpuModel()
@@ -378,6 +383,7 @@ extension ScalingBenchmark.Report {
         var lines = [
             "bench: MLP \(dims) (GELU, cross-entropy, Adam), \(parameters) parameters (\(f(mb, 2)) MB), \(f(flopsPerSample / 1e6, 2)) MFLOP per sample",
             "ranks:      \(worldSize) on \(nodes) node(s); \(host): \(cpu), \(cores) cores; \(blasThreads) BLAS thread(s) per rank",
+            "blas:       \(blas); denormals \(flushDenormal ? "flushed to zero" : "kept (flush_denormal off)")",
             "batch:      \(batchPerRank) per rank (global \(globalBatch)), accum_grad \(c.accumGrad), \(c.steps) timed steps after \(c.warmup) warmup",
             "throughput: \(f(samplesPerSecond)) samples/s (median update; \(f(samplesPerSecondMean)) over the whole timed run)",
             "step:       \(f(stepMs, 2)) ms per step, \(f(updateMs, 2)) ms per update = compute \(f(computeMs, 2)) (forward \(f(forwardMs, 2)) + backward \(f(backwardMs, 2)))"

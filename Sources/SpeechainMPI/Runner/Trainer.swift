@@ -25,6 +25,9 @@ public struct TrainingSummary: Codable, Sendable {
     /// FNV-1a of every rank's final parameter bytes, in rank order.
     public var parameterChecksums: [String] = []
     public var seconds = 0.0
+    /// The BLAS library, version and kernels (BLASKernels) and whether denormals were flushed.
+    public var blas = ""
+    public var flushDenormal = false
 }
 
 /// SpeeChain's runner: epochs of steps (step_num counts across epochs), each OptimScheduler stepped in order with
@@ -56,6 +59,7 @@ public final class Trainer {
     public init(experiment: Experiment, communicator: Communicator = LocalCommunicator(),
                 output: @escaping (String) -> Void = { print($0) }) throws {
         try experiment.validate()
+        Denormals.setFlushed(experiment.flushDenormal)
         self.experiment = experiment
         self.communicator = communicator
         resultDir = experiment.trainResultPath.map { URL(fileURLWithPath: $0, isDirectory: true) }
@@ -158,6 +162,8 @@ public final class Trainer {
             monitor.line("resumed from \(Checkpoint.fileName): \(state.epoch) epochs and \(state.stepNum) steps done")
         } else {
             for note in exp.notes { monitor.line(note) }
+            monitor.line("BLAS: \(BLASKernels.current()) | \(BLAS.threadCount) thread(s); denormals "
+                         + (exp.flushDenormal ? "flushed to zero" : "kept (flush_denormal: false)"))
             if communicator.isRoot, let dir = resultDir { try writeConfigs(to: dir) }
             monitor.line(model.description)
             for s in schedulers { monitor.line("\(s.name): \(s.description)") }
@@ -436,6 +442,8 @@ public final class Trainer {
         summary.epochs = state.epoch
         summary.earlyStopped = state.stopped
         summary.history = state.history
+        summary.blas = BLASKernels.current().description
+        summary.flushDenormal = Denormals.flushed
         summary.schedulers = countsSoFar()
         if let last = state.history.last(where: { $0.valid != nil })?.valid {
             summary.valid = last
