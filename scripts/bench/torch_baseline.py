@@ -4,6 +4,9 @@
 MLP 512→2048→2048→2048→512 with GELU, cross-entropy, Adam (lr 1e-3), batch 64, synthetic data, one thread by
 default. Prints one JSON line: samples/s (median over windows), the step split and the sgemm rate of torch.mm.
 Usage: python3 scripts/bench/torch_baseline.py [--steps 50] [--warmup 5] [--threads 1] [--batch 64]
+                                              [--flush-denormal] [--autocast bfloat16]
+--flush-denormal calls torch.set_flush_denormal(True) (as PyTorch users on CPUs with denormal stalls do);
+--autocast bfloat16 runs forward and loss under torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's CPU AMP.
 """
 import argparse, json, statistics, time
 
@@ -17,8 +20,11 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--dims", default="512,2048,2048,2048,512")
+    ap.add_argument("--flush-denormal", action="store_true")
+    ap.add_argument("--autocast", choices=["bfloat16"], default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    flushed = torch.set_flush_denormal(True) if a.flush_denormal else False
     torch.manual_seed(0)
     dims = [int(d) for d in a.dims.split(",")]
     layers = []
@@ -33,7 +39,8 @@ def main():
     times, fb, op = [], [], []
     for step in range(a.warmup + a.steps):
         t0 = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast is not None):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
         loss.backward()
         t1 = time.perf_counter()
         opt.step()
@@ -49,6 +56,8 @@ def main():
     step = statistics.median(times)
     print(json.dumps({
         "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": a.batch,
+        "flush_denormal": bool(flushed), "autocast": a.autocast or "off",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "samples_per_s": a.batch / step, "step_ms": step * 1e3,
         "forward_backward_ms": statistics.median(fb) * 1e3, "optimizer_ms": statistics.median(op) * 1e3,
         "mm1024_gflops": 2 * n**3 / best / 1e9,
