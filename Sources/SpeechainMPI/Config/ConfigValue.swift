@@ -62,15 +62,22 @@ public struct ConfReader {
         return values[key] != nil
     }
 
-    public func double(_ key: String, default defaultValue: Double) throws -> Double {
+    /// A finite number: NaN and ±inf are refused (no configured rate, factor or threshold means them), unless
+    /// `allowInfinity` (a norm type may be inf).
+    public func double(_ key: String, default defaultValue: Double, allowInfinity: Bool = false) throws -> Double {
         guard let v = values[key] else { return defaultValue }
+        var number: Double?
         switch v {
-        case .int(let i): return Double(i)
-        case .double(let d): return d
-        case .string(let s): if let d = Double(s) { return d }  // YAML may keep "1e-3" as a string
+        case .int(let i): number = Double(i)
+        case .double(let d): number = d
+        case .string(let s): number = Double(s)   // YAML may keep "1e-3" as a string
         default: break
         }
-        throw ConfigError.wrongType(context: context, key: key, expected: "a number", found: v)
+        guard let d = number else { throw ConfigError.wrongType(context: context, key: key, expected: "a number", found: v) }
+        guard d.isFinite || (allowInfinity && d.isInfinite) else {
+            throw ConfigError.invalidValue(context: context, key: key, reason: "must be a finite number, found \(d)")
+        }
+        return d
     }
 
     public func optionalDouble(_ key: String) throws -> Double? {
@@ -127,7 +134,12 @@ public struct ConfReader {
             func num(_ x: ConfigValue) -> Double? {
                 switch x { case .int(let i): return Double(i); case .double(let d): return d; default: return nil }
             }
-            if let a = num(items[0]), let b = num(items[1]) { return (a, b) }
+            if let a = num(items[0]), let b = num(items[1]) {
+                guard a.isFinite && b.isFinite else {
+                    throw ConfigError.invalidValue(context: context, key: key, reason: "must be finite numbers, found (\(a), \(b))")
+                }
+                return (a, b)
+            }
         }
         throw ConfigError.wrongType(context: context, key: key, expected: "a pair of numbers", found: v)
     }

@@ -33,6 +33,15 @@ public final class MLPClassifier: Model {
         guard (0..<1).contains(labelSmoothing) else {
             throw ConfigError.invalidValue(context: "model_conf", key: "label_smoothing", reason: "must be in [0, 1), found \(labelSmoothing)")
         }
+        // parameters, gradients and up to three optimizer slots per parameter, before anything is allocated
+        var modelBytes = 0
+        for (name, conf) in [("encoder", enc), ("decoder", dec)] {
+            for i in 1..<conf.dims.count {
+                modelBytes += try MemoryLimit.check([conf.dims[i - 1], conf.dims[i], 5], context: "model_conf.\(name)", key: "dims",
+                                                    what: "the \(conf.dims[i - 1])×\(conf.dims[i]) layer with its gradients and optimizer state")
+            }
+        }
+        try MemoryLimit.check([modelBytes], bytesPerElement: 1, context: "model_conf", key: "dims", what: "the model with its gradients and optimizer state")
         encoder = Sequential(name: "encoder", inputWidth: enc.dims[0],
                              layers: try Self.layers(enc, context: "model_conf.encoder", activationAfterLast: true))
         decoder = Sequential(name: "decoder", inputWidth: dec.dims[0],

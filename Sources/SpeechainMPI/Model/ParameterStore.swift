@@ -93,6 +93,11 @@ public final class ParameterStore {
         if let extra = tensors.first(where: { index[$0.name] == nil }) {
             throw ModelError.weightsMismatch(source: source, reason: "unexpected parameter '\(extra.name)'")
         }
+        for t in tensors {
+            if let i = t.values.firstIndex(where: { !$0.isFinite }) {
+                throw ModelError.weightsMismatch(source: source, reason: "'\(t.name)' holds \(t.values[i]) at index \(i); weights must be finite")
+            }
+        }
     }
 
     /// Loads every parameter from named tensors; names and shapes must match exactly (nothing changes otherwise).

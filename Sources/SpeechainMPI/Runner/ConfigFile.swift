@@ -15,7 +15,12 @@ public enum ConfigFile {
         return try parse(text, source: path)
     }
 
+    /// Limits that keep a config from exhausting the parser (libyaml and the resolver recurse once per level).
+    public static let maximumBytes = 4 << 20
+    public static let maximumDepth = 256
+
     public static func parse(_ text: String, source: String) throws -> [String: ConfigValue] {
+        try checkLimits(text, source: source)
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -62,6 +67,40 @@ public enum ConfigFile {
 
     /// Keys in the order of the file, by dotted path (SpeeChain runs its OptimSchedulers in the file's order).
     static let keyOrderMarker = "__key_orders__"
+
+    /// Refuses a config over `maximumBytes` or nested deeper than `maximumDepth` (flow brackets, or block
+    /// indentation and `- ` prefixes counted as columns / 2), before the YAML parser sees it.
+    static func checkLimits(_ text: String, source: String) throws {
+        let bytes = text.utf8.count
+        guard bytes <= maximumBytes else {
+            throw ConfigError.file(path: source, message: "is \(bytes) bytes; a config may hold at most \(maximumBytes)")
+        }
+        var flow = 0, line = 1, column = 0, indenting = true, comment = false, previous: UInt8 = 0x20
+        var quote: UInt8? = nil
+        for c in text.utf8 {
+            defer { previous = c }
+            if c == UInt8(ascii: "\n") { line += 1; column = 0; indenting = true; comment = false; continue }
+            if comment { continue }
+            if indenting {
+                if c == UInt8(ascii: " ") || c == UInt8(ascii: "-") || c == UInt8(ascii: "\t") { column += 1 } else { indenting = false }
+                if column / 2 > maximumDepth {
+                    throw ConfigError.file(path: source, message: "line \(line) is nested more than \(maximumDepth) levels deep")
+                }
+            }
+            if let q = quote { if c == q { quote = nil }; continue }
+            switch c {
+            case UInt8(ascii: "#") where previous == 0x20 || previous == 0x09 || previous == 0x0A: comment = true
+            case UInt8(ascii: "\""), UInt8(ascii: "'") where flow > 0 || previous == 0x20 || previous == UInt8(ascii: ":"): quote = c
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                flow += 1
+                if flow > maximumDepth {
+                    throw ConfigError.file(path: source, message: "line \(line) is nested more than \(maximumDepth) levels deep")
+                }
+            case UInt8(ascii: "]"), UInt8(ascii: "}"): flow = max(0, flow - 1)
+            default: break
+            }
+        }
+    }
 
     /// Names of top-level keys some `!ref` used, so that they may exist only as variables (removed by `Experiment`).
     static let referencedKeysMarker = "__referenced_keys__"

@@ -21,8 +21,11 @@ public struct Dataset: Sendable {
         guard l.count == f.rows else {
             throw DataError.mismatch("\(labels.lastPathComponent) has \(l.count) labels but \(features.lastPathComponent) has \(f.rows) rows")
         }
-        if let bad = l.first(where: { $0 < 0 || $0 > Int64(Int32.max) }) {
-            throw DataError.mismatch("\(labels.lastPathComponent): label \(bad) is not a class index")
+        if let i = l.firstIndex(where: { $0 < 0 || $0 > Int64(Int32.max) }) {
+            throw DataError.mismatch("\(labels.path): label \(l[i]) at row \(i) is not a class index")
+        }
+        if let i = f.values.firstIndex(where: { !$0.isFinite }) {
+            throw DataError.mismatch("\(features.path): value \(f.values[i]) at row \(i / max(f.cols, 1)), column \(i % max(f.cols, 1)); features must be finite")
         }
         return try Dataset(features: f.values, labels: l.map { Int32($0) }, width: f.cols)
     }
@@ -33,6 +36,8 @@ public struct Dataset: Sendable {
         guard count > 0, width > 0, classes >= 2 else {
             throw DataError.mismatch("synthetic data needs count > 0, width > 0 and at least 2 classes")
         }
+        try MemoryLimit.check([count, width], context: "data_cfg (synthetic)", key: "count", what: "\(count) rows of \(width) features")
+        try MemoryLimit.check([width, 2 * width + classes, 2], context: "data_cfg (synthetic)", key: "width", what: "the teacher network")
         var teacherRNG = Xoshiro256(seed: teacherSeed, stream: 0x7EAC)
         let hidden = 2 * width
         let w1 = (0..<(hidden * width)).map { _ in teacherRNG.normal() / Float(width).squareRoot() * 2 }

@@ -43,7 +43,7 @@ final class Monitor {
     /// Opens the log and the step records; on resume, keeps only the records up to the checkpoint's step.
     func open(resumedAtStep: Int?) throws {
         guard let dir = directory else { return }
-        try FileManager.default.createDirectory(at: dir.appendingPathComponent("figures"), withIntermediateDirectories: true)
+        try ResultFolder.makeDirectory(dir.appendingPathComponent("figures"))
         let logURL = dir.appendingPathComponent("train.log"), recordURL = dir.appendingPathComponent("steps.jsonl")
         if let step = resumedAtStep {
             if let data = FileManager.default.contents(atPath: recordURL.path) {
