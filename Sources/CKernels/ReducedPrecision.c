@@ -1,10 +1,10 @@
-// Float32 -> float16/bfloat16 -> float32 rounding over contiguous buffers, with run-time dispatch between an
-// F16C/AVX2 implementation and a portable one. See include/CKernels.h for the contract.
+// Float32 -> float16/bfloat16 -> float32 rounding over contiguous buffers, on three paths: AVX-512, F16C/AVX2 and a
+// portable loop. See include/CKernels.h for the contract.
 //
 // Why C: Swift cannot compile one function for a wider target than the rest of the binary, and Swift's Float16
 // conversions compiled for the baseline x86-64 call a software routine (~0.7 GB/s here). Clang's per-function
-// `target` attribute lets the fast kernels use vcvtps2ph/vcvtph2ps and 256-bit integer ops while the binary still
-// runs on a CPU without them: the choice is made once, from CPUID, before the first call.
+// `target` attribute lets the fast kernels use vcvtps2ph/vcvtph2ps and wide integer ops while the binary still
+// runs on a CPU without them: the caller passes the path chosen once from CPUID (CPUFeatures.c).
 #include "CKernels.h"
 
 #include <stdint.h>
@@ -12,7 +12,6 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #define CK_X86 1
-#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -58,7 +57,7 @@ static inline float round_bf16_one(float x) {
 
 // In place (src == dst) gets its own loop: a vectoriser's run-time overlap check would otherwise reject it.
 #define CK_PORTABLE_ROUND(name, one)                                                                     \
-    void name(const float *src, float *dst, size_t n) {                                                  \
+    static void name(const float *src, float *dst, size_t n) {                                                  \
         if (src == dst) {                                                                                \
             for (size_t i = 0; i < n; i++) dst[i] = one(dst[i]);                                         \
         } else {                                                                                         \
@@ -68,7 +67,7 @@ static inline float round_bf16_one(float x) {
         }                                                                                                \
     }
 #define CK_PORTABLE_ACCUMULATE(name, one)                                                                \
-    void name(const float *src, float *dst, size_t n) {                                                  \
+    static void name(const float *src, float *dst, size_t n) {                                                  \
         const float *restrict s = src;                                                                   \
         float *restrict d = dst;                                                                         \
         for (size_t i = 0; i < n; i++) d[i] += one(s[i]);                                                \
@@ -91,7 +90,7 @@ CK_F16_TARGET static inline __m256 f16_roundtrip8(__m256 v) {
     return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
-CK_F16_TARGET void ck_round_f16_simd(const float *src, float *dst, size_t n) {
+CK_F16_TARGET static void ck_round_f16_simd(const float *src, float *dst, size_t n) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256 a = _mm256_loadu_ps(src + i), b = _mm256_loadu_ps(src + i + 8);
@@ -101,7 +100,7 @@ CK_F16_TARGET void ck_round_f16_simd(const float *src, float *dst, size_t n) {
     for (; i < n; i++) dst[i] = round_f16_one(src[i]);
 }
 
-CK_F16_TARGET void ck_accumulate_rounded_f16_simd(const float *src, float *dst, size_t n) {
+CK_F16_TARGET static void ck_accumulate_rounded_f16_simd(const float *src, float *dst, size_t n) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256 a = f16_roundtrip8(_mm256_loadu_ps(src + i)), b = f16_roundtrip8(_mm256_loadu_ps(src + i + 8));
@@ -122,7 +121,7 @@ CK_BF16_TARGET static inline __m256i bf16_round8(__m256i u) {
     return _mm256_blendv_epi8(r, quieted, nan);
 }
 
-CK_BF16_TARGET void ck_round_bf16_simd(const float *src, float *dst, size_t n) {
+CK_BF16_TARGET static void ck_round_bf16_simd(const float *src, float *dst, size_t n) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256i a = _mm256_loadu_si256((const __m256i *)(src + i));
@@ -133,7 +132,7 @@ CK_BF16_TARGET void ck_round_bf16_simd(const float *src, float *dst, size_t n) {
     for (; i < n; i++) dst[i] = round_bf16_one(src[i]);
 }
 
-CK_BF16_TARGET void ck_accumulate_rounded_bf16_simd(const float *src, float *dst, size_t n) {
+CK_BF16_TARGET static void ck_accumulate_rounded_bf16_simd(const float *src, float *dst, size_t n) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256 a = _mm256_castsi256_ps(bf16_round8(_mm256_loadu_si256((const __m256i *)(src + i))));
@@ -144,58 +143,74 @@ CK_BF16_TARGET void ck_accumulate_rounded_bf16_simd(const float *src, float *dst
     for (; i < n; i++) dst[i] += round_bf16_one(src[i]);
 }
 
-static int detect_simd(void) {
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-    const unsigned osxsave = 1u << 27, avx = 1u << 28, f16c = 1u << 29;
-    if ((c & (osxsave | avx | f16c)) != (osxsave | avx | f16c)) return 0;
-    // The OS must save the YMM registers (XCR0 bits 1 and 2), or AVX instructions fault.
-    unsigned lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    (void)hi;
-    if ((lo & 6u) != 6u) return 0;
-    if (__get_cpuid_max(0, 0) < 7) return 0;
-    __cpuid_count(7, 0, a, b, c, d);
-    return (b & (1u << 5)) ? 1 : 0;   // AVX2
+// AVX-512: 16 values per register. The float16 round trip is vcvtps2ph/vcvtph2ps on zmm (AVX512F); bfloat16 is the
+// integer rounding above on 16 lanes with a mask blend for NaN (not vcvtneps2bf16 of AVX512_BF16, which treats
+// subnormal inputs as zero). The tail is one masked load and store.
+#define CK_512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx,avx2,f16c")))
+
+CK_512_TARGET static inline __m512 f16_roundtrip16(__m512 v) {
+    return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
+
+CK_512_TARGET static inline __m512 bf16_round16(__m512 x) {
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb), high);
+    const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF)),
+                                                 _mm512_set1_epi32(0x7F800000));
+    const __m512i quieted = _mm512_and_si512(_mm512_or_si512(u, _mm512_set1_epi32(0x00400000)), high);
+    return _mm512_castsi512_ps(_mm512_mask_blend_epi32(nan, r, quieted));
+}
+
+#define CK_512_KERNELS(suffix, ROUND)                                                                          \
+    CK_512_TARGET static void ck_round_##suffix##_avx512(const float *src, float *dst, size_t n) {             \
+        size_t i = 0;                                                                                          \
+        for (; i + 32 <= n; i += 32) {                                                                         \
+            const __m512 a = _mm512_loadu_ps(src + i), b = _mm512_loadu_ps(src + i + 16);                      \
+            _mm512_storeu_ps(dst + i, ROUND(a));                                                               \
+            _mm512_storeu_ps(dst + i + 16, ROUND(b));                                                          \
+        }                                                                                                      \
+        for (; i < n; i += 16) {                                                                               \
+            const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);            \
+            _mm512_mask_storeu_ps(dst + i, k, ROUND(_mm512_maskz_loadu_ps(k, src + i)));                       \
+        }                                                                                                      \
+    }                                                                                                          \
+    CK_512_TARGET static void ck_accumulate_rounded_##suffix##_avx512(const float *src, float *dst, size_t n) { \
+        size_t i = 0;                                                                                          \
+        for (; i + 32 <= n; i += 32) {                                                                         \
+            const __m512 a = ROUND(_mm512_loadu_ps(src + i)), b = ROUND(_mm512_loadu_ps(src + i + 16));        \
+            _mm512_storeu_ps(dst + i, _mm512_add_ps(_mm512_loadu_ps(dst + i), a));                             \
+            _mm512_storeu_ps(dst + i + 16, _mm512_add_ps(_mm512_loadu_ps(dst + i + 16), b));                   \
+        }                                                                                                      \
+        for (; i < n; i += 16) {                                                                               \
+            const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);            \
+            const __m512 r = ROUND(_mm512_maskz_loadu_ps(k, src + i));                                         \
+            _mm512_mask_storeu_ps(dst + i, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, dst + i), r));            \
+        }                                                                                                      \
+    }
+
+CK_512_KERNELS(f16, f16_roundtrip16)
+CK_512_KERNELS(bf16, bf16_round16)
+
+#define CK_PICK(name, src, dst, n)                                                                             \
+    switch (path) {                                                                                            \
+    case CK_PATH_AVX512: name##_avx512(src, dst, n); break;                                                    \
+    case CK_PATH_AVX2: name##_simd(src, dst, n); break;                                                        \
+    default: name##_portable(src, dst, n); break;                                                              \
+    }
 
 #else   // not x86: the portable kernels are the only ones (compilers vectorise them for NEON etc.)
 
-void ck_round_f16_simd(const float *src, float *dst, size_t n) { ck_round_f16_portable(src, dst, n); }
-void ck_round_bf16_simd(const float *src, float *dst, size_t n) { ck_round_bf16_portable(src, dst, n); }
-void ck_accumulate_rounded_f16_simd(const float *src, float *dst, size_t n) { ck_accumulate_rounded_f16_portable(src, dst, n); }
-void ck_accumulate_rounded_bf16_simd(const float *src, float *dst, size_t n) { ck_accumulate_rounded_bf16_portable(src, dst, n); }
-static int detect_simd(void) { return 0; }
+#define CK_PICK(name, src, dst, n) { (void)path; name##_portable(src, dst, n); }
 
 #endif
 
-// ---------------------------------------------------------------------------------------------------------------
-// Dispatch: detected once (a benign race at worst stores the same value twice).
-
-static int simd_state = -1;        // -1 unknown, 0 no, 1 yes
-
-int ck_simd_supported(void) {
-    int s = __atomic_load_n(&simd_state, __ATOMIC_RELAXED);
-    if (s < 0) {
-        s = detect_simd();
-        __atomic_store_n(&simd_state, s, __ATOMIC_RELAXED);
-    }
-    return s;
+void ck_round_f16(ck_path path, const float *src, float *dst, size_t n) { CK_PICK(ck_round_f16, src, dst, n) }
+void ck_round_bf16(ck_path path, const float *src, float *dst, size_t n) { CK_PICK(ck_round_bf16, src, dst, n) }
+void ck_accumulate_rounded_f16(ck_path path, const float *src, float *dst, size_t n) {
+    CK_PICK(ck_accumulate_rounded_f16, src, dst, n)
 }
-
-static inline int use_simd(void) { return ck_simd_supported(); }
-
-const char *ck_kernel_name(void) { return use_simd() ? "f16c+avx2" : "portable"; }
-
-void ck_round_f16(const float *src, float *dst, size_t n) {
-    if (use_simd()) ck_round_f16_simd(src, dst, n); else ck_round_f16_portable(src, dst, n);
-}
-void ck_round_bf16(const float *src, float *dst, size_t n) {
-    if (use_simd()) ck_round_bf16_simd(src, dst, n); else ck_round_bf16_portable(src, dst, n);
-}
-void ck_accumulate_rounded_f16(const float *src, float *dst, size_t n) {
-    if (use_simd()) ck_accumulate_rounded_f16_simd(src, dst, n); else ck_accumulate_rounded_f16_portable(src, dst, n);
-}
-void ck_accumulate_rounded_bf16(const float *src, float *dst, size_t n) {
-    if (use_simd()) ck_accumulate_rounded_bf16_simd(src, dst, n); else ck_accumulate_rounded_bf16_portable(src, dst, n);
+void ck_accumulate_rounded_bf16(ck_path path, const float *src, float *dst, size_t n) {
+    CK_PICK(ck_accumulate_rounded_bf16, src, dst, n)
 }

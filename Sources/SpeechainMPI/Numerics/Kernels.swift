@@ -1,4 +1,8 @@
-/// Vectorised element-wise kernels over contiguous Float32 memory: SIMD16 bodies with scalar tails.
+import CKernels
+import Foundation
+
+/// Vectorised element-wise kernels over contiguous Float32 memory: SIMD16 bodies with scalar tails, and, for the
+/// reductions, finite checks and special functions, C kernels dispatched on the CPU's vector path.
 /// Reductions accumulate in Double lanes so that a norm over millions of values keeps float32 accuracy.
 public enum Kernels {
     public typealias V = SIMD16<Float>
@@ -78,79 +82,56 @@ public enum Kernels {
         while i < count { z[i] = x[i] * y[i]; i += 1 }
     }
 
+    // The reductions and finite checks below run in C (CKernels), on the vector path `path` (default: the task's
+    // or the process's, `VectorPath.current`); every path gives the same bits. Sums accumulate in double, element
+    // i into partial sum i mod 16, and those 16 are added pairwise.
+
     /// Σ x²
-    public static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Double {
-        var acc = SIMD8<Double>(repeating: 0)
-        var i = 0
-        while i + 8 <= count {
-            let v = SIMD8<Double>(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
-            acc += v * v
-            i += 8
-        }
-        var s = acc.sum()
-        while i < count { let v = Double(x[i]); s += v * v; i += 1 }
-        return s
+    public static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int, path: VectorPath = .current) -> Double {
+        ck_sum_squares(path.ck, x, count)
     }
 
     /// Σ |x|
-    public static func sumOfMagnitudes(_ x: UnsafePointer<Float>, count: Int) -> Double {
-        var acc = SIMD8<Double>(repeating: 0)
-        var i = 0
-        while i + 8 <= count {
-            let v = SIMD8<Double>(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
-            acc += v.replacing(with: -v, where: v .< 0)
-            i += 8
-        }
-        var s = acc.sum()
-        while i < count { s += Double(abs(x[i])); i += 1 }
-        return s
+    public static func sumOfMagnitudes(_ x: UnsafePointer<Float>, count: Int, path: VectorPath = .current) -> Double {
+        ck_sum_magnitudes(path.ck, x, count)
     }
 
     /// max |x|; NaN anywhere gives NaN (as torch's inf-norm does).
-    public static func maxMagnitude(_ x: UnsafePointer<Float>, count: Int) -> Float {
-        var m: Float = 0
-        for i in 0..<count {
-            let a = abs(x[i])
-            if a.isNaN { return .nan }
-            if a > m { m = a }
-        }
-        return m
+    public static func maxMagnitude(_ x: UnsafePointer<Float>, count: Int, path: VectorPath = .current) -> Float {
+        ck_max_magnitude(path.ck, x, count)
     }
 
-    /// Σ |x|^p for a general p > 0.
-    public static func sumOfPowers(_ x: UnsafePointer<Float>, count: Int, p: Double) -> Double {
-        var s = 0.0
-        for i in 0..<count { s += Foundation.pow(Double(abs(x[i])), p) }
-        return s
+    /// Σ |x|^p for a general p > 0 (each term exp(p·log|x|) in double, within ~1e-15 of pow).
+    public static func sumOfPowers(_ x: UnsafePointer<Float>, count: Int, p: Double, path: VectorPath = .current) -> Double {
+        ck_sum_powers(path.ck, x, count, p)
     }
 
     /// x *= a in one pass that also tells whether every result is finite (GradScaler's unscale and inf check).
-    public static func scaleCheckingFinite(_ x: UnsafeMutablePointer<Float>, count: Int, by a: Float) -> Bool {
-        var i = 0
-        let va = V(repeating: a), zero = V(repeating: 0)
-        var bad = SIMDMask<SIMD16<Int32>>(repeating: false)
-        while i + width <= count {
-            let v = load(x + i) * va
-            store(v, x + i)
-            bad .|= (v * zero) .!= zero
-            i += width
-        }
-        var finite = !any(bad)
-        while i < count { x[i] *= a; if !x[i].isFinite { finite = false }; i += 1 }
-        return finite
+    public static func scaleCheckingFinite(_ x: UnsafeMutablePointer<Float>, count: Int, by a: Float,
+                                           path: VectorPath = .current) -> Bool {
+        ck_scale_checking_finite(path.ck, x, count, a) != 0
     }
 
     /// true when every value is finite.
-    public static func allFinite(_ x: UnsafePointer<Float>, count: Int) -> Bool {
-        // x * 0 is 0 for finite x and NaN for ±inf/NaN; one vector compare per 16 values.
-        var i = 0
-        let zero = V(repeating: 0)
-        var bad = SIMDMask<SIMD16<Int32>>(repeating: false)
-        while i + width <= count { bad .|= (load(x + i) * zero) .!= zero; i += width }
-        if any(bad) { return false }
-        while i < count { if !x[i].isFinite { return false }; i += 1 }
-        return true
+    public static func allFinite(_ x: UnsafePointer<Float>, count: Int, path: VectorPath = .current) -> Bool {
+        ck_all_finite(path.ck, x, count) != 0
+    }
+
+    /// y = erf(x), evaluated in double and rounded once (within 0.5 ulp + 1e-10 of the exact value); x may be y.
+    public static func erf(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int,
+                           path: VectorPath = .current) {
+        ck_erf(path.ck, x, y, count)
+    }
+
+    /// y = eˣ, evaluated in double and rounded once; x may be y.
+    public static func exp(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int,
+                           path: VectorPath = .current) {
+        ck_exp(path.ck, x, y, count)
+    }
+
+    /// y = tanh(x), evaluated in double and rounded once; x may be y.
+    public static func tanh(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int,
+                            path: VectorPath = .current) {
+        ck_tanh(path.ck, x, y, count)
     }
 }
-
-import Foundation

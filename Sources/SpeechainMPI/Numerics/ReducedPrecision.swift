@@ -5,9 +5,9 @@ import CKernels
 /// ties to even — binary16: 10 fraction bits, subnormals down to 2^-24, |x| ≥ 65520 → ±inf; bfloat16: the upper 16
 /// bits of a float32 (7 fraction bits, float32's exponent range) — and NaN stays NaN (quiet, sign kept).
 ///
-/// The buffer kernels run in C (`CKernels`): vcvtps2ph/vcvtph2ps (F16C) and AVX2 integer rounding when CPUID says
-/// the CPU has them, a portable loop otherwise; the choice is made at run time, so the binary needs no target-CPU
-/// flag and still runs on older x86-64 CPUs.
+/// The buffer kernels run in C (`CKernels`) on the vector path of `VectorPath.current`: vcvtps2ph/vcvtph2ps and
+/// integer rounding on 16 lanes (AVX-512), F16C and AVX2 integer rounding (avx2), a portable loop (baseline); all
+/// three give the same bits, so the binary needs no target-CPU flag and still runs on older x86-64 CPUs.
 public enum ReducedPrecision: String, Sendable, Codable, CaseIterable, CustomStringConvertible {
     /// IEEE binary16, torch.float16 (torch.cuda.amp's default).
     case float16
@@ -16,9 +16,39 @@ public enum ReducedPrecision: String, Sendable, Codable, CaseIterable, CustomStr
 
     public var description: String { rawValue }
 
-    /// Which implementation runs a kernel: the one chosen for this CPU, or one of the two explicitly
-    /// (`.simd` only where `simdSupported`); the explicit ones are for tests and benchmarks.
-    public enum Kernel: Sendable { case dispatched, simd, portable }
+    /// Which implementation runs a kernel: the one of `VectorPath.current`, or one explicitly (for tests and
+    /// benchmarks; `.avx512` only where `VectorPath.avx512.isSupported`, `.simd` only where `simdSupported`).
+    public enum Kernel: Sendable, CustomStringConvertible {
+        case dispatched, avx512, simd, portable
+
+        /// The kernels of a vector path.
+        public init(_ path: VectorPath) {
+            switch path {
+            case .avx512: self = .avx512
+            case .avx2: self = .simd
+            case .baseline: self = .portable
+            }
+        }
+
+        /// The vector path that runs it.
+        public var path: VectorPath {
+            switch self {
+            case .dispatched: return .current
+            case .avx512: return .avx512
+            case .simd: return .avx2
+            case .portable: return .baseline
+            }
+        }
+
+        /// "avx512", "f16c+avx2" or "portable" (`.dispatched`: the one it resolves to now).
+        public var description: String {
+            switch path {
+            case .avx512: return "avx512"
+            case .avx2: return "f16c+avx2"
+            case .baseline: return "portable"
+            }
+        }
+    }
 
     /// Rounds `count` values in place.
     @inline(__always)
@@ -31,13 +61,11 @@ public enum ReducedPrecision: String, Sendable, Codable, CaseIterable, CustomStr
     public func round(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, count: Int,
                       kernel: Kernel = .dispatched) {
         guard count > 0 else { return }
-        switch (self, kernel) {
-        case (.float16, .dispatched): ck_round_f16(src, dst, count)
-        case (.float16, .simd): precondition(Self.simdSupported); ck_round_f16_simd(src, dst, count)
-        case (.float16, .portable): ck_round_f16_portable(src, dst, count)
-        case (.bfloat16, .dispatched): ck_round_bf16(src, dst, count)
-        case (.bfloat16, .simd): precondition(Self.simdSupported); ck_round_bf16_simd(src, dst, count)
-        case (.bfloat16, .portable): ck_round_bf16_portable(src, dst, count)
+        let path = kernel.path
+        precondition(path.isSupported, "\(kernel) kernels need a CPU that runs the \(path) path")
+        switch self {
+        case .float16: ck_round_f16(path.ck, src, dst, count)
+        case .bfloat16: ck_round_bf16(path.ck, src, dst, count)
         }
     }
 
@@ -47,13 +75,11 @@ public enum ReducedPrecision: String, Sendable, Codable, CaseIterable, CustomStr
     public func accumulateRounded(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, count: Int,
                                   kernel: Kernel = .dispatched) {
         guard count > 0 else { return }
-        switch (self, kernel) {
-        case (.float16, .dispatched): ck_accumulate_rounded_f16(src, dst, count)
-        case (.float16, .simd): precondition(Self.simdSupported); ck_accumulate_rounded_f16_simd(src, dst, count)
-        case (.float16, .portable): ck_accumulate_rounded_f16_portable(src, dst, count)
-        case (.bfloat16, .dispatched): ck_accumulate_rounded_bf16(src, dst, count)
-        case (.bfloat16, .simd): precondition(Self.simdSupported); ck_accumulate_rounded_bf16_simd(src, dst, count)
-        case (.bfloat16, .portable): ck_accumulate_rounded_bf16_portable(src, dst, count)
+        let path = kernel.path
+        precondition(path.isSupported, "\(kernel) kernels need a CPU that runs the \(path) path")
+        switch self {
+        case .float16: ck_accumulate_rounded_f16(path.ck, src, dst, count)
+        case .bfloat16: ck_accumulate_rounded_bf16(path.ck, src, dst, count)
         }
     }
 
@@ -64,9 +90,9 @@ public enum ReducedPrecision: String, Sendable, Codable, CaseIterable, CustomStr
         return v
     }
 
-    /// The kernels `.dispatched` runs on this machine: "f16c+avx2" or "portable".
-    public static var kernelName: String { String(cString: ck_kernel_name()) }
+    /// The kernels `.dispatched` runs now: "avx512", "f16c+avx2" or "portable".
+    public static var kernelName: String { Kernel.dispatched.description }
 
-    /// Whether this CPU (and OS) runs the F16C/AVX2 kernels.
-    public static var simdSupported: Bool { ck_simd_supported() != 0 }
+    /// Whether this CPU (and OS) runs the F16C/AVX2 kernels (the avx2 vector path).
+    public static var simdSupported: Bool { VectorPath.avx2.isSupported }
 }

@@ -1,3 +1,5 @@
+import CKernels
+
 /// torch.optim.Adagrad (Duchi et al., 2011): g ← ±g + λθ; γ̃ = γ/(1 + (t−1)η); s ← s + g²;
 /// θ ← θ − γ̃·g/(√s + ε); s starts at initial_accumulator_value.
 public final class Adagrad: FlatOptimizer, Optimizer {
@@ -29,13 +31,11 @@ public final class Adagrad: FlatOptimizer, Optimizer {
         let wd = weightDecay, e = eps
         let sign: Float = (maximize ? -1 : 1) * gradientScale
         let sum = state["sum"]
+        let path = VectorPath.current.ck
+        // Per element, in float32 and this order: g = sign·g; g = g + λ·p; s = s + g·g; p = p + ((−γ̃)·g)/(√s + ε)
+        // (CKernels ck_adagrad_update).
         Self.forEachSegment(ranges) { po, so, n in
-            sweep(count: n, parameters + po, gradients + po, sum + so, nil, nil) { p, g0, s, _, _ in
-                var g = sign * g0
-                if wd != 0 { g = g + wd * p }
-                s = s + g * g
-                p = p + ((-clr) * g) / (s.squareRoot() + e)
-            }
+            ck_adagrad_update(path, parameters + po, gradients + po, sum + so, n, sign, wd, -clr, e)
         }
     }
 

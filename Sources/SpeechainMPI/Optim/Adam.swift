@@ -4,6 +4,8 @@ import Foundation
 /// torch.optim.Adam (Kingma & Ba, 2015) as torch computes it: g ← ±g + λθ; m ← lerp(m, g, 1−β₁);
 /// v ← β₂v + (1−β₂)g²; v̂max ← max(v̂max, v) (amsgrad); θ ← θ − (γ/(1−β₁ᵗ))·m / (√v/√(1−β₂ᵗ) + ε).
 /// AdamW (Loshchilov & Hutter) first decays θ ← θ(1 − γλ) and adds no λθ to the gradient.
+/// The element-wise update is a C kernel (CKernels `ck_adam_update`) on the CPU's vector path; every operation above
+/// rounds separately in float32, in this order, on every path.
 public class AdamFamily: FlatOptimizer, Optimizer {
     public class var typeName: String { "Adam" }
     public static let confKeys = ["lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable", "differentiable", "fused"]
@@ -43,8 +45,9 @@ public class AdamFamily: FlatOptimizer, Optimizer {
         let sign: Float = (maximize ? -1 : 1) * gradientScale
         let m = state["exp_avg"], v = state["exp_avg_sq"]
         let vmax: UnsafeMutablePointer<Float>? = amsgrad ? state["max_exp_avg_sq"] : nil
+        let path = VectorPath.current.ck
         Self.forEachSegment(ranges) { po, so, n in
-            ck_adam_update(parameters + po, gradients + po, m + so, v + so, vmax.map { $0 + so }, n, sign, wd,
+            ck_adam_update(path, parameters + po, gradients + po, m + so, v + so, vmax.map { $0 + so }, n, sign, wd,
                            decoupled ? 1 : 0, decay, w1, b2, w2, c2, e, stepSize)
         }
     }

@@ -1,3 +1,5 @@
+import CKernels
+
 /// torch.optim.RMSprop (Hinton): g ← ±g + λθ; v ← αv + (1−α)g²; centered: ḡ ← lerp(ḡ, g, 1−α),
 /// d = √(v − ḡ²) + ε, else d = √v + ε; with momentum μ: b ← μb + g/d, θ ← θ − γb; else θ ← θ − γg/d.
 public final class RMSprop: FlatOptimizer, Optimizer {
@@ -29,29 +31,16 @@ public final class RMSprop: FlatOptimizer, Optimizer {
         stepCount += 1
         let lrF = Float(lr), a = alpha, wa = 1 - alpha, e = eps, wd = weightDecay, mu = momentum
         let sign: Float = (maximize ? -1 : 1) * gradientScale
-        let isCentered = centered
         let sq = state["square_avg"]
         let buf: UnsafeMutablePointer<Float>? = mu > 0 ? state["momentum_buffer"] : nil
         let gavg: UnsafeMutablePointer<Float>? = centered ? state["grad_avg"] : nil
+        let path = VectorPath.current.ck
+        // Per element, in float32 and this order: g = sign·g; g = g + λ·p; v = v·α + ((1−α)·g)·g;
+        // centered: ḡ = lerp(ḡ, g, 1−α), d = √(v − ḡ·ḡ) + ε, else d = √v + ε;
+        // momentum: b = b·μ + g/d, p = p − γ·b; else p = p + ((−γ)·g)/d (CKernels ck_rmsprop_update).
         Self.forEachSegment(ranges) { po, so, n in
-            sweep(count: n, parameters + po, gradients + po, sq + so, buf.map { $0 + so }, gavg.map { $0 + so }) { p, g0, v, b, ga in
-                var g = sign * g0
-                if wd != 0 { g = g + wd * p }
-                v = v * a + wa * g * g
-                let d: SIMD16<Float>
-                if isCentered {
-                    ga = lerp(ga, g, wa)
-                    d = (v - ga * ga).squareRoot() + e
-                } else {
-                    d = v.squareRoot() + e
-                }
-                if mu > 0 {
-                    b = b * mu + g / d
-                    p = p - lrF * b
-                } else {
-                    p = p + ((-lrF) * g) / d
-                }
-            }
+            ck_rmsprop_update(path, parameters + po, gradients + po, sq + so, buf.map { $0 + so }, gavg.map { $0 + so },
+                              n, sign, wd, a, wa, e, mu, lrF)
         }
     }
 

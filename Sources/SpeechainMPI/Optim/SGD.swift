@@ -1,3 +1,5 @@
+import CKernels
+
 /// torch.optim.SGD: g ← ±g + λθ; with momentum μ: b ← g (first step) else μb + (1−τ)g;
 /// g ← g + μb (nesterov) or b; θ ← θ − γg.
 public final class SGD: FlatOptimizer, Optimizer {
@@ -29,16 +31,12 @@ public final class SGD: FlatOptimizer, Optimizer {
         let negLR = Float(-lr), wd = weightDecay, mu = momentum, keep = 1 - dampening
         let sign: Float = (maximize ? -1 : 1) * gradientScale
         let buf: UnsafeMutablePointer<Float>? = mu != 0 ? state["momentum_buffer"] : nil
+        let path = VectorPath.current.ck
+        // Per element, in float32 and this order: g = sign·g; g = g + λ·p; b = first ? g : μ·b + (1−τ)·g;
+        // g = nesterov ? g + μ·b : b; p = p + (−γ)·g (CKernels ck_sgd_update).
         Self.forEachSegment(ranges) { po, so, n in
-            sweep(count: n, parameters + po, gradients + po, buf.map { $0 + so }, nil, nil) { p, g0, b, _, _ in
-                var g = sign * g0
-                if wd != 0 { g = g + wd * p }
-                if mu != 0 {
-                    b = first ? g : mu * b + keep * g
-                    g = nesterov ? g + mu * b : b
-                }
-                p = p + negLR * g
-            }
+            ck_sgd_update(path, parameters + po, gradients + po, buf.map { $0 + so }, n, sign, wd, mu, keep,
+                          first ? 1 : 0, nesterov ? 1 : 0, negLR)
         }
     }
 

@@ -5,9 +5,10 @@ import Testing
 /// The float32 → float16/bfloat16 → float32 rounding kernels against IEEE 754's round-to-nearest-even, from two
 /// independent references: Swift's own `Float16` conversion (binary16) and a definition-level bfloat16 rounding
 /// written here (pick the nearer of the two neighbouring bfloat16 values, measured in Double; ties to the even
-/// one; past the largest finite value as if the exponent were unbounded, then ±inf). Both kernels (F16C/AVX2 and
-/// portable) are checked, bit for bit, over every class of float32, millions of random values and every tail
-/// length around the vector width.
+/// one; past the largest finite value as if the exponent were unbounded, then ±inf). Every kernel this CPU runs
+/// (AVX-512, F16C/AVX2, portable) is checked, bit for bit, over every class of float32, millions of random values and
+/// every tail length around the vector width (with IEEE subnormals: `DenormalMode.kept`); the ones it cannot run
+/// show as skipped. Under flush-to-zero every path must still give the same bits.
 @Suite struct ReducedPrecisionTests {
     // MARK: references
 
@@ -34,9 +35,9 @@ import Testing
         p == .float16 ? f16Reference(x) : bf16Reference(x)
     }
 
-    /// The kernels to check on this machine: both where the CPU has F16C/AVX2, else the portable one.
+    /// The kernels to check on this machine: the dispatched one and those of every vector path the CPU runs.
     static var kernels: [ReducedPrecision.Kernel] {
-        ReducedPrecision.simdSupported ? [.dispatched, .simd, .portable] : [.dispatched, .portable]
+        [.dispatched] + VectorPath.supported.reversed().map(ReducedPrecision.Kernel.init)
     }
 
     static func run(_ p: ReducedPrecision, _ kernel: ReducedPrecision.Kernel, _ values: [Float]) -> [Float] {
@@ -120,19 +121,23 @@ import Testing
 
     @Test(arguments: kernels)
     func float16ClassesRoundAsIEEE(kernel: ReducedPrecision.Kernel) {
-        let got = Self.runEverywhere(.float16, kernel, Self.float16Cases.map(\.0))
-        for ((x, want, what), r) in zip(Self.float16Cases, got) {
-            #expect(r == [want.bitPattern], "\(what): \(x) → \(r.map {Self.hex(Float(bitPattern: $0)) }), want \(Self.hex(want))")
-            #expect(want.bitPattern == Self.f16Reference(x).bitPattern, "\(what): the table agrees with Float16")
+        DenormalMode.kept {
+            let got = Self.runEverywhere(.float16, kernel, Self.float16Cases.map(\.0))
+            for ((x, want, what), r) in zip(Self.float16Cases, got) {
+                #expect(r == [want.bitPattern], "\(what): \(x) → \(r.map {Self.hex(Float(bitPattern: $0)) }), want \(Self.hex(want))")
+                #expect(want.bitPattern == Self.f16Reference(x).bitPattern, "\(what): the table agrees with Float16")
+            }
         }
     }
 
     @Test(arguments: kernels)
     func bfloat16ClassesRoundAsIEEE(kernel: ReducedPrecision.Kernel) {
-        let got = Self.runEverywhere(.bfloat16, kernel, Self.bfloat16Cases.map(\.0))
-        for ((x, want, what), r) in zip(Self.bfloat16Cases, got) {
-            #expect(r == [want.bitPattern], "\(what): \(x) → \(r.map {Self.hex(Float(bitPattern: $0)) }), want \(Self.hex(want))")
-            #expect(want.bitPattern == Self.bf16Reference(x).bitPattern, "\(what): the table agrees with the reference")
+        DenormalMode.kept {
+            let got = Self.runEverywhere(.bfloat16, kernel, Self.bfloat16Cases.map(\.0))
+            for ((x, want, what), r) in zip(Self.bfloat16Cases, got) {
+                #expect(r == [want.bitPattern], "\(what): \(x) → \(r.map {Self.hex(Float(bitPattern: $0)) }), want \(Self.hex(want))")
+                #expect(want.bitPattern == Self.bf16Reference(x).bitPattern, "\(what): the table agrees with the reference")
+            }
         }
     }
 
@@ -140,16 +145,18 @@ import Testing
     /// (turning it into inf) — quiet, with its sign.
     @Test(arguments: ReducedPrecision.allCases)
     func nanStaysNaN(precision: ReducedPrecision) {
-        let nans: [UInt32] = [0x7FC0_0000, 0xFFC0_0000, 0x7F80_0001, 0xFF80_0001, 0x7F80_1000, 0x7FFF_FFFF, 0xFFFF_FFFF, 0x7FA0_0000]
-        for kernel in Self.kernels {
-            let got = Self.runEverywhere(precision, kernel, nans.map { Float(bitPattern: $0) })
-            for (bits, results) in zip(nans, got) {
-                #expect(results.count == 1, "every lane alike")
-                let r = Float(bitPattern: results[0])
-                #expect(r.isNaN, "\(precision) \(kernel): \(String(bits, radix: 16)) → \(Self.hex(r))")
-                #expect(r.sign == Float(bitPattern: bits).sign)
-                #expect(r.bitPattern & 0x0040_0000 != 0, "quiet")
-                #expect(r.bitPattern == Self.reference(precision, Float(bitPattern: bits)).bitPattern)
+        DenormalMode.kept {
+            let nans: [UInt32] = [0x7FC0_0000, 0xFFC0_0000, 0x7F80_0001, 0xFF80_0001, 0x7F80_1000, 0x7FFF_FFFF, 0xFFFF_FFFF, 0x7FA0_0000]
+            for kernel in Self.kernels {
+                let got = Self.runEverywhere(precision, kernel, nans.map { Float(bitPattern: $0) })
+                for (bits, results) in zip(nans, got) {
+                    #expect(results.count == 1, "every lane alike")
+                    let r = Float(bitPattern: results[0])
+                    #expect(r.isNaN, "\(precision) \(kernel): \(String(bits, radix: 16)) → \(Self.hex(r))")
+                    #expect(r.sign == Float(bitPattern: bits).sign)
+                    #expect(r.bitPattern & 0x0040_0000 != 0, "quiet")
+                    #expect(r.bitPattern == Self.reference(precision, Float(bitPattern: bits)).bitPattern)
+                }
             }
         }
     }
@@ -180,17 +187,19 @@ import Testing
 
     @Test(arguments: ReducedPrecision.allCases)
     func vectorisedAgreesWithScalarReferenceOnMillionsOfValues(precision: ReducedPrecision) {
-        let n = 3_000_017   // not a multiple of any vector width
-        let values = Self.randomValues(precision, count: n, seed: precision == .float16 ? 11 : 12)
-        let want = values.map { Self.reference(precision, $0) }
-        for kernel in Self.kernels {
-            let got = Self.run(precision, kernel, values)
-            var mismatches = 0, first = ""
-            for i in 0..<n where got[i].bitPattern != want[i].bitPattern {
-                if mismatches == 0 { first = "\(Self.hex(values[i])) → \(Self.hex(got[i])), want \(Self.hex(want[i]))" }
-                mismatches += 1
+        DenormalMode.kept {
+            let n = 3_000_017   // not a multiple of any vector width
+            let values = Self.randomValues(precision, count: n, seed: precision == .float16 ? 11 : 12)
+            let want = values.map { Self.reference(precision, $0) }
+            for kernel in Self.kernels {
+                let got = Self.run(precision, kernel, values)
+                var mismatches = 0, first = ""
+                for i in 0..<n where got[i].bitPattern != want[i].bitPattern {
+                    if mismatches == 0 { first = "\(Self.hex(values[i])) → \(Self.hex(got[i])), want \(Self.hex(want[i]))" }
+                    mismatches += 1
+                }
+                #expect(mismatches == 0, "\(precision) \(kernel): \(mismatches) of \(n) differ, first \(first)")
             }
-            #expect(mismatches == 0, "\(precision) \(kernel): \(mismatches) of \(n) differ, first \(first)")
         }
     }
 
@@ -198,66 +207,118 @@ import Testing
     /// the results match the reference and nothing past the end is touched.
     @Test(arguments: ReducedPrecision.allCases)
     func tailsAndOffsets(precision: ReducedPrecision) {
-        let pool = Self.randomValues(precision, count: 64, seed: 5)
-        let guardValue = Float(bitPattern: 0x7F80_0001)   // a signalling NaN no kernel would write back as is
-        for kernel in Self.kernels {
-            var failures: [String] = []
-            for offset in 0..<4 {
-                for n in 0...52 {
-                    let input = Array(pool[0..<n])
-                    var src = [Float](repeating: 0, count: offset) + input + [Float](repeating: guardValue, count: 8)
-                    var dst = [Float](repeating: guardValue, count: offset + n + 8)
-                    src.withUnsafeMutableBufferPointer { s in
-                        dst.withUnsafeMutableBufferPointer { d in
-                            precision.round(s.baseAddress! + offset, into: d.baseAddress! + offset, count: n, kernel: kernel)
+        DenormalMode.kept {
+            let pool = Self.randomValues(precision, count: 64, seed: 5)
+            let guardValue = Float(bitPattern: 0x7F80_0001)   // a signalling NaN no kernel would write back as is
+            for kernel in Self.kernels {
+                var failures: [String] = []
+                for offset in 0..<4 {
+                    for n in 0...52 {
+                        let input = Array(pool[0..<n])
+                        var src = [Float](repeating: 0, count: offset) + input + [Float](repeating: guardValue, count: 8)
+                        var dst = [Float](repeating: guardValue, count: offset + n + 8)
+                        src.withUnsafeMutableBufferPointer { s in
+                            dst.withUnsafeMutableBufferPointer { d in
+                                precision.round(s.baseAddress! + offset, into: d.baseAddress! + offset, count: n, kernel: kernel)
+                            }
+                            precision.round(s.baseAddress! + offset, count: n, kernel: kernel)   // in place
                         }
-                        precision.round(s.baseAddress! + offset, count: n, kernel: kernel)   // in place
+                        let want = input.map { Self.reference(precision, $0).bitPattern }
+                        let outOfPlace = dst[offset..<(offset + n)].map(\.bitPattern) == want
+                        let inPlace = src[offset..<(offset + n)].map(\.bitPattern) == want
+                        let guards = dst[..<offset].allSatisfy { $0.bitPattern == guardValue.bitPattern }
+                            && dst[(offset + n)...].allSatisfy { $0.bitPattern == guardValue.bitPattern }
+                            && src[(offset + n)...].allSatisfy { $0.bitPattern == guardValue.bitPattern }
+                        if !(outOfPlace && inPlace && guards) { failures.append("n=\(n) offset=\(offset): out of place \(outOfPlace), in place \(inPlace), guards \(guards)") }
                     }
-                    let want = input.map { Self.reference(precision, $0).bitPattern }
-                    let outOfPlace = dst[offset..<(offset + n)].map(\.bitPattern) == want
-                    let inPlace = src[offset..<(offset + n)].map(\.bitPattern) == want
-                    let guards = dst[..<offset].allSatisfy { $0.bitPattern == guardValue.bitPattern }
-                        && dst[(offset + n)...].allSatisfy { $0.bitPattern == guardValue.bitPattern }
-                        && src[(offset + n)...].allSatisfy { $0.bitPattern == guardValue.bitPattern }
-                    if !(outOfPlace && inPlace && guards) { failures.append("n=\(n) offset=\(offset): out of place \(outOfPlace), in place \(inPlace), guards \(guards)") }
                 }
+                #expect(failures.isEmpty, "\(precision) \(kernel): \(failures.count) cases, first \(failures.first ?? "")")
             }
-            #expect(failures.isEmpty, "\(precision) \(kernel): \(failures.count) cases, first \(failures.first ?? "")")
         }
     }
 
     /// dst += round(src), for every length around the vector width and a large random buffer.
     @Test(arguments: ReducedPrecision.allCases)
     func accumulateRoundedAddsTheRoundedValue(precision: ReducedPrecision) {
-        var rng = Xoshiro256(seed: 21)
-        for kernel in Self.kernels {
-            for n in Array(0...40) + [100_003] {
-                // finite sources spanning the format's range and beyond (so inf can appear), finite destinations
-                let src = (0..<n).map { _ in rng.normal() * Float(1 << (rng.next() % 24)) }
-                let start = (0..<n).map { _ in rng.normal() }
-                var dst = start
-                src.withUnsafeBufferPointer { s in
-                    dst.withUnsafeMutableBufferPointer { precision.accumulateRounded(s.baseAddress!, into: $0.baseAddress!, count: n, kernel: kernel) }
+        DenormalMode.kept {
+            var rng = Xoshiro256(seed: 21)
+            for kernel in Self.kernels {
+                for n in Array(0...40) + [100_003] {
+                    // finite sources spanning the format's range and beyond (so inf can appear), finite destinations
+                    let src = (0..<n).map { _ in rng.normal() * Float(1 << (rng.next() % 24)) }
+                    let start = (0..<n).map { _ in rng.normal() }
+                    var dst = start
+                    src.withUnsafeBufferPointer { s in
+                        dst.withUnsafeMutableBufferPointer { precision.accumulateRounded(s.baseAddress!, into: $0.baseAddress!, count: n, kernel: kernel) }
+                    }
+                    let want = zip(start, src).map { $0 + Self.reference(precision, $1) }
+                    let wrong = zip(dst, want).filter { $0.bitPattern != $1.bitPattern }.count
+                    #expect(wrong == 0, "\(precision) \(kernel) n=\(n): \(wrong) values differ")
                 }
-                let want = zip(start, src).map { $0 + Self.reference(precision, $1) }
-                let wrong = zip(dst, want).filter { $0.bitPattern != $1.bitPattern }.count
-                #expect(wrong == 0, "\(precision) \(kernel) n=\(n): \(wrong) values differ")
             }
         }
     }
 
-    /// The dispatcher picks the F16C/AVX2 kernels exactly when the CPU advertises f16c, avx and avx2
-    /// (read independently from /proc/cpuinfo).
+    /// The dispatcher follows the process's vector path, which is the widest the CPU advertises (read independently
+    /// from /proc/cpuinfo) unless SPEECHAIN_VECTOR_PATH chose another; `.avx512` and `.simd` are offered exactly
+    /// when the CPU runs them.
     @Test func dispatchFollowsTheCPUFlags() throws {
         #if arch(x86_64)
         let cpuinfo = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
         let flagsLine = try #require(cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") })
         let flags = Set(flagsLine.split(separator: ":", maxSplits: 1)[1].split(separator: " ").map(String.init))
-        let expected = flags.contains("f16c") && flags.contains("avx") && flags.contains("avx2")
-        #expect(ReducedPrecision.simdSupported == expected)
-        #expect(ReducedPrecision.kernelName == (expected ? "f16c+avx2" : "portable"))
+        let avx2 = ["avx", "avx2", "fma", "f16c"].allSatisfy(flags.contains)
+        let avx512 = avx2 && ["avx512f", "avx512bw", "avx512vl", "avx512dq"].allSatisfy(flags.contains)
+        #expect(ReducedPrecision.simdSupported == avx2)
+        #expect(Self.kernels.contains { if case .avx512 = $0 { return true } else { return false } } == avx512)
+        let best = avx512 ? "avx512" : avx2 ? "f16c+avx2" : "portable"
+        if VectorPath.selected == VectorPath.best { #expect(ReducedPrecision.kernelName == best) }
         #else
         #expect(ReducedPrecision.kernelName == "portable")
         #endif
+        #expect(ReducedPrecision.kernelName == ReducedPrecision.Kernel(VectorPath.selected).description)
+        // Inside a scoped override the dispatched kernel follows it.
+        for path in VectorPath.supported {
+            path.run { #expect(ReducedPrecision.kernelName == ReducedPrecision.Kernel(path).description) }
+        }
+    }
+
+    /// Under flush-to-zero and denormals-are-zero (the trainer's mode) the paths still agree bit for bit, on values
+    /// that straddle float32's and float16's subnormal ranges.
+    @Test(arguments: ReducedPrecision.allCases)
+    func kernelsAgreeUnderFlushToZero(precision: ReducedPrecision) {
+        var values = Self.randomValues(precision, count: 100_003, seed: 9)
+        var rng = Xoshiro256(seed: 10)
+        for i in stride(from: 0, to: values.count, by: 3) {
+            values[i] = Float(bitPattern: UInt32(truncatingIfNeeded: rng.next()) & 0x807F_FFFF)   // float32 subnormals
+        }
+        DenormalMode.flushed {
+            let base = Self.run(precision, .portable, values)
+            var sums = [Float](repeating: 0x1p-130, count: values.count)
+            values.withUnsafeBufferPointer { s in
+                sums.withUnsafeMutableBufferPointer { precision.accumulateRounded(s.baseAddress!, into: $0.baseAddress!, count: values.count, kernel: .portable) }
+            }
+            for kernel in Self.kernels {
+                let got = Self.run(precision, kernel, values)
+                #expect(zip(got, base).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "\(precision) \(kernel) round")
+                var acc = [Float](repeating: 0x1p-130, count: values.count)
+                values.withUnsafeBufferPointer { s in
+                    acc.withUnsafeMutableBufferPointer { precision.accumulateRounded(s.baseAddress!, into: $0.baseAddress!, count: values.count, kernel: kernel) }
+                }
+                #expect(zip(acc, sums).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "\(precision) \(kernel) accumulate")
+            }
+        }
+    }
+
+    // The kernels of a path this CPU cannot run are not in `kernels`; these show as skipped, with the reason,
+    // on such a CPU, instead of the checks above passing silently without them.
+    @Test(.enabled(if: VectorPath.avx512.isSupported, "this CPU lacks AVX-512F/BW/VL/DQ: the avx512 kernels are not run"))
+    func avx512KernelsAreChecked() {
+        #expect(Self.kernels.contains { $0.path == .avx512 && "\($0)" == "avx512" })
+    }
+
+    @Test(.enabled(if: VectorPath.avx2.isSupported, "this CPU lacks AVX2/FMA/F16C: the f16c+avx2 kernels are not run"))
+    func avx2KernelsAreChecked() {
+        #expect(Self.kernels.contains { "\($0)" == "f16c+avx2" && $0.path == .avx2 })
     }
 }
