@@ -1,3 +1,5 @@
+import CKernels
+
 /// torch.nn.LayerNorm over the last dimension with affine weight and bias:
 /// x̂ = (x − μ)/√(σ² + ε) (biased variance), y = x̂·w + b;
 /// dx = (1/σ̂)·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) with ĝ = dy·w.
@@ -28,46 +30,21 @@ public final class LayerNorm: Layer {
         Kernels.fill(store.values.pointer + biasOffset, count: features, value: 0)
     }
 
+    // Both run in C (CKernels ck_layer_norm_forward/backward) on the CPU's vector path, per row: μ = Σx/d and
+    // σ² = Σ(x − μ)²/d in double, rstd = float(1/√(σ² + ε)), y = ((x − μ)·rstd)·w + b in float32; backward
+    // gw += (dy·(x − μ))·rstd, gb += dy, and with ĝ = double(dy·w), x̂ = double((x − μ)·rstd) summed in double,
+    // dx = rstd·((dy·w − mean ĝ) − x̂·mean(ĝx̂)).
+
     public func forward(_ x: Matrix, _ y: Matrix, context: ForwardContext) {
         rstd.resize(to: x.rows); mean.resize(to: x.rows)
         let w = store.values.pointer + weightOffset, b = store.values.pointer + biasOffset
-        let d = features
-        for r in 0..<x.rows {
-            let xr = x.data + r * d, yr = y.data + r * d
-            var s = 0.0
-            for j in 0..<d { s += Double(xr[j]) }
-            let mu = s / Double(d)
-            var v = 0.0
-            for j in 0..<d { let c = Double(xr[j]) - mu; v += c * c }
-            let inv = Float(1 / (v / Double(d) + Double(eps)).squareRoot())
-            let m = Float(mu)
-            mean[r] = m; rstd[r] = inv
-            for j in 0..<d { yr[j] = (xr[j] - m) * inv * w[j] + b[j] }
-        }
+        ck_layer_norm_forward(VectorPath.current.ck, x.data, y.data, x.rows, features, w, b, eps, mean.pointer, rstd.pointer)
     }
 
     public func backward(x: Matrix, y: Matrix, dy: Matrix, dx: Matrix?, accumulate: Bool) {
         let w = store.values.pointer + weightOffset
         let gw = store.gradients.pointer + weightOffset, gb = store.gradients.pointer + biasOffset
-        let d = features
-        for r in 0..<x.rows {
-            let xr = x.data + r * d, gr = dy.data + r * d
-            let m = mean[r], inv = rstd[r]
-            if accumulate {
-                for j in 0..<d { gw[j] += gr[j] * (xr[j] - m) * inv; gb[j] += gr[j] }
-            }
-            guard let dx else { continue }
-            var sumG = 0.0, sumGX = 0.0
-            for j in 0..<d {
-                let gh = Double(gr[j] * w[j]), xh = Double((xr[j] - m) * inv)
-                sumG += gh; sumGX += gh * xh
-            }
-            let meanG = Float(sumG / Double(d)), meanGX = Float(sumGX / Double(d))
-            let out = dx.data + r * d
-            for j in 0..<d {
-                let xh = (xr[j] - m) * inv
-                out[j] = inv * (gr[j] * w[j] - meanG - xh * meanGX)
-            }
-        }
+        ck_layer_norm_backward(VectorPath.current.ck, x.data, dy.data, x.rows, features, w, mean.pointer, rstd.pointer,
+                               accumulate ? gw : nil, accumulate ? gb : nil, dx?.data)
     }
 }
