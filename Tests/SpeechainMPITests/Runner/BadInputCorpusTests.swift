@@ -170,3 +170,32 @@ import Testing
         #expect(Self.snapshot() == before)
     }
 }
+
+/// Result folders on file systems that refuse: read-only, and too small for one checkpoint (tmpfs mounts made
+/// by the test; root only, as the cluster tests).
+@Suite(.serialized) struct ResultFolderFileSystemTests {
+    @Test func readOnlyAndFullFileSystemsAreOneLine() throws {
+        try #require(getuid() == 0, "mounting a tmpfs needs root (CI runs as root)")
+        let base = try TestResources.scratchDirectory("fs")
+        let ro = base.appendingPathComponent("ro"), full = base.appendingPathComponent("full")
+        for d in [ro, full] { try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true) }
+        func sh(_ args: [String]) throws -> Int32 { try Executable.run(args, executable: URL(fileURLWithPath: "/usr/bin/env")).status }
+        #expect(try sh(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", ro.path]) == 0)
+        #expect(try sh(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", full.path]) == 0)
+        defer {
+            _ = try? sh(["umount", ro.path]); _ = try? sh(["umount", full.path])
+            try? FileManager.default.removeItem(at: base)
+        }
+        for (path, message) in [(ro.appendingPathComponent("run").path, "run: is on a read-only file system"),
+                                (full.appendingPathComponent("run").path, "run: has 64 KiB free; one checkpoint and its model files need about")] {
+            let alone = try Executable.run(["--train_result_path", path])
+            #expect(alone.status != 0 && alone.stderr.split(separator: "\n").count == 1 && alone.stderr.contains(message), "\(alone.stderr)")
+            let two = try Executable.run(["-np", "2", "--oversubscribe", "--bind-to", "none", Executable.url.path, "--train_result_path", path],
+                                         environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"],
+                                         executable: MPIRun.mpirun)
+            let ours = two.stderr.split(separator: "\n").filter { $0.hasPrefix("speechain-mpi: error: rank ") && $0.contains(message) }
+            #expect(two.status != 0 && ours.count == 2, "\(two.stderr)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: full.path).isEmpty)
+    }
+}
