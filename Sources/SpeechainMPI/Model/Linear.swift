@@ -8,6 +8,11 @@
 /// own rounding to p belongs to the container (see `Layer.outputPrecision`). W_p is formed block by block, about
 /// 1 MiB at a time, right before the sgemm that reads it, so that emulation adds no pass over the weights in memory;
 /// the same holds for dW_p, rounded and accumulated while its block is still in cache.
+///
+/// Under bfloat16 on a CPU with AVX512_BF16 (`bfloat16Products` = `.native`, the default there) the three products
+/// run in `BF16GEMM` instead: the same sums of exact bfloat16 products in float32, added in another order, with no
+/// block of W_p formed (the kernels round as they pack). dy must then be a bfloat16 tensor, as autocast's
+/// gradient of a bfloat16 output is (the containers round it); a dy that is not falls back to the emulation.
 public final class Linear: Layer {
     public let inFeatures: Int
     public let outFeatures: Int
@@ -20,6 +25,14 @@ public final class Linear: Layer {
     private let roundedInput = FloatBuffer(count: 0)
     private let block = FloatBuffer(count: 0)
     private let roundedBias = FloatBuffer(count: 0)
+    private let workspace = BF16GEMM.Workspace()
+    /// Whether the last forward and backward ran the native bfloat16 products (a backward does when its forward did
+    /// and dy is a bfloat16 tensor); tests read it to know which path ran.
+    internal private(set) var ranNative = (forward: false, backward: false)
+
+    /// How the products run under bfloat16 autocast; `.native` runs only where `BF16GEMM.isSupported` (the
+    /// emulation otherwise). float16 is always emulated.
+    public var bfloat16Products = BF16GEMM.defaultProducts
 
     /// Floats per block of W_p / dW_p under autocast: 1 MiB, cache-resident, yet large enough that each sgemm
     /// call (which packs the whole activation matrix again) still does most of its work on the weights.
@@ -57,6 +70,7 @@ public final class Linear: Layer {
     public func forward(_ x: Matrix, _ y: Matrix, context: ForwardContext) {
         let w = store.values.pointer
         precision = context.amp
+        ranNative = (false, false)
         guard let p = context.amp else {
             BLAS.sgemm(transposeA: false, transposeB: true, m: x.rows, n: outFeatures, k: inFeatures,
                        a: x.data, lda: inFeatures, b: w + weightOffset, ldb: inFeatures,
@@ -67,6 +81,16 @@ public final class Linear: Layer {
         // x_p is kept for dW_p in backward (the layer's input buffer belongs to the layer before).
         roundedInput.resize(to: x.count)
         p.round(x.data, into: roundedInput.pointer, count: x.count)
+        if hasBias {
+            roundedBias.resize(to: outFeatures)
+            p.round(w + biasOffset, into: roundedBias.pointer, count: outFeatures)
+        }
+        if p == .bfloat16, BF16GEMM.effective(bfloat16Products) == .native {
+            ranNative.forward = true
+            BF16GEMM.forward(x: roundedInput.pointer, w: w + weightOffset, bias: hasBias ? UnsafePointer(roundedBias.pointer) : nil,
+                             y: y.data, rows: x.rows, inFeatures: inFeatures, outFeatures: outFeatures, workspace: workspace)
+            return
+        }
         let rows = blockRows
         block.resize(to: rows * inFeatures)
         var o = 0
@@ -78,15 +102,12 @@ public final class Linear: Layer {
                        beta: 0, c: y.data + o, ldc: outFeatures)
             o += n
         }
-        if hasBias {
-            roundedBias.resize(to: outFeatures)
-            p.round(w + biasOffset, into: roundedBias.pointer, count: outFeatures)
-            Kernels.addRowVector(roundedBias.pointer, to: y.data, rows: x.rows, cols: outFeatures)
-        }
+        if hasBias { Kernels.addRowVector(roundedBias.pointer, to: y.data, rows: x.rows, cols: outFeatures) }
     }
 
     public func backward(x: Matrix, y: Matrix, dy: Matrix, dx: Matrix?, accumulate: Bool) {
         let w = store.values.pointer, g = store.gradients.pointer
+        ranNative.backward = false
         guard let p = precision else {
             if accumulate {
                 BLAS.sgemm(transposeA: true, transposeB: false, m: outFeatures, n: inFeatures, k: x.rows,
@@ -101,6 +122,11 @@ public final class Linear: Layer {
             }
             return
         }
+        if ranNative.forward, BF16GEMM.allRepresentable(dy.data, count: dy.count) {
+            ranNative.backward = true
+            nativeBackward(p, x: x, dy: dy, dx: dx, accumulate: accumulate)
+            return
+        }
         let rows = blockRows
         block.resize(to: rows * inFeatures)
         if accumulate {
@@ -113,12 +139,7 @@ public final class Linear: Layer {
                 p.accumulateRounded(block.pointer, into: g + weightOffset + o * inFeatures, count: n * inFeatures)
                 o += n
             }
-            if hasBias {
-                roundedBias.resize(to: outFeatures)
-                Kernels.fill(roundedBias.pointer, count: outFeatures, value: 0)
-                Kernels.accumulateColumnSums(dy.data, rows: dy.rows, cols: outFeatures, into: roundedBias.pointer)
-                p.accumulateRounded(roundedBias.pointer, into: g + biasOffset, count: outFeatures)
-            }
+            if hasBias { accumulateBiasGradient(p, dy: dy) }
         }
         if let dx {
             var o = 0
@@ -130,6 +151,30 @@ public final class Linear: Layer {
                            beta: o == 0 ? 0 : 1, c: dx.data, ldc: inFeatures)
                 o += n
             }
+            p.round(dx.data, count: dx.count)
+        }
+    }
+
+    /// db_p = p(Σ_rows dy), added into the float32 buffer.
+    private func accumulateBiasGradient(_ p: ReducedPrecision, dy: Matrix) {
+        roundedBias.resize(to: outFeatures)
+        Kernels.fill(roundedBias.pointer, count: outFeatures, value: 0)
+        Kernels.accumulateColumnSums(dy.data, rows: dy.rows, cols: outFeatures, into: roundedBias.pointer)
+        p.accumulateRounded(roundedBias.pointer, into: store.gradients.pointer + biasOffset, count: outFeatures)
+    }
+
+    /// The backward of the native forward: dW_p = bf16(dyᵀ·x_p) added into the buffer, db as in the emulation,
+    /// dx = p(dy·W_p).
+    private func nativeBackward(_ p: ReducedPrecision, x: Matrix, dy: Matrix, dx: Matrix?, accumulate: Bool) {
+        let w = store.values.pointer, g = store.gradients.pointer
+        if accumulate {
+            BF16GEMM.accumulateWeightGradient(dy: dy.data, x: roundedInput.pointer, into: g + weightOffset, rows: x.rows,
+                                              inFeatures: inFeatures, outFeatures: outFeatures, workspace: workspace)
+            if hasBias { accumulateBiasGradient(p, dy: dy) }
+        }
+        if let dx {
+            BF16GEMM.inputGradient(dy: dy.data, w: w + weightOffset, dx: dx.data, rows: x.rows, inFeatures: inFeatures,
+                                   outFeatures: outFeatures, workspace: workspace)
             p.round(dx.data, count: dx.count)
         }
     }

@@ -1,0 +1,33 @@
+#ifndef SPEECHAIN_BF16GEMM_H
+#define SPEECHAIN_BF16GEMM_H
+#include <stddef.h>
+
+/// The three products of a Linear layer under bfloat16 autocast, computed with AVX512_BF16 (vdpbf16ps): the float32
+/// operands are rounded to bfloat16 (round to nearest even, NaN kept quiet; the same rounding as ck_round_bf16),
+/// multiplied exactly and accumulated in float32. All matrices are row-major and dense (leading dimension = width).
+///
+///   forward         y[M, N]  = x[M, K] · w[N, K]ᵀ (+ bias[N])            (bias added as given, in float32)
+///   input gradient  dx[M, K] = dy[M, N] · w[N, K]                       (not rounded; the caller rounds dx)
+///   weight gradient g[N, K] += bf16(dy[M, N]ᵀ · x[M, K])               (the product rounded, then added in float32)
+///
+/// Only the order of the float32 additions differs from float32 sgemm over the rounded values; the instruction also
+/// treats bfloat16 subnormal inputs as zero and flushes subnormal sums to zero whatever MXCSR says.
+/// `workspace` must hold bf16_linear_workspace_bytes(M, K, N) bytes, aligned to 64. The functions may only be called
+/// when bf16_gemm_supported() is non-zero. Single-threaded.
+
+/// 1 when the CPU and the OS run the kernels (AVX512F, AVX512BW, AVX512_BF16 and ZMM state enabled); 0 otherwise.
+int bf16_gemm_supported(void);
+
+size_t bf16_linear_workspace_bytes(size_t M, size_t K, size_t N);
+
+void bf16_linear_forward(const float *x, const float *w, const float *bias, float *y,
+                         size_t M, size_t K, size_t N, void *workspace);
+void bf16_linear_input_gradient(const float *dy, const float *w, float *dx,
+                                size_t M, size_t K, size_t N, void *workspace);
+void bf16_linear_accumulate_weight_gradient(const float *dy, const float *x, float *g,
+                                            size_t M, size_t K, size_t N, void *workspace);
+
+/// 1 when every one of the n values is a bfloat16 value (its low 16 bits are zero), so that rounding it is exact.
+int bf16_all_representable(const float *x, size_t n);
+
+#endif
