@@ -2,9 +2,9 @@ import Foundation
 
 /// The mixed-precision benchmark of `speechain-mpi bench-amp` (a measurement, not a test): the training step of the
 /// benchmark MLP (default 512→2048→2048→2048→512, GELU, cross-entropy, Adam, batch 64, synthetic data) with use_amp
-/// off, float16 and bfloat16, and the float32→float16→float32 / float32→bfloat16→float32 rounding kernels next to
-/// memcpy — all in one run, interleaved round by round so that the machine's noise hits every variant alike, each
-/// reported as a median.
+/// off, float16, bfloat16 (native products where the CPU has AVX512_BF16) and bfloat16 with emulated products, and
+/// the float32→float16→float32 / float32→bfloat16→float32 rounding kernels next to memcpy — all in one run,
+/// interleaved round by round so that the machine's noise hits every variant alike, each reported as a median.
 ///
 /// Kernel bandwidth = bytes of float32 source per second for an out-of-place pass over `kernelFloats` values
 /// (each also writes as many bytes, exactly as memcpy does), so the kernels and memcpy are measured in one unit.
@@ -63,6 +63,8 @@ public enum AMPBenchmark {
         public var parameters = 0
         /// The rounding kernels the dispatcher chose on this CPU ("f16c+avx2" or "portable").
         public var kernel = ""
+        /// How the "bfloat16" variant's Linear layers multiply; "bfloat16-emulated" always emulates.
+        public var bfloat16Products = ""
         public var memcpyGBPerSecond = 0.0
         public var float16GBPerSecond = 0.0
         public var bfloat16GBPerSecond = 0.0
@@ -82,6 +84,8 @@ public enum AMPBenchmark {
         report.cpu = BenchSupport.cpuModel()
         report.blasThreads = BLAS.threadCount
         report.kernel = ReducedPrecision.kernelName
+        report.bfloat16Products = BF16GEMM.isSupported && BF16GEMM.defaultProducts == .emulated
+            ? "emulated (SPEECHAIN_BF16_PRODUCTS=emulated)" : BF16GEMM.kernelName
 
         progress("bench-amp: rounding kernels over \(config.kernelFloats) floats (\((config.kernelFloats * 4) >> 20) MiB), \(config.kernelRepeats) rounds")
         let k = measureKernels(floats: config.kernelFloats, repeats: config.kernelRepeats)
@@ -91,12 +95,16 @@ public enum AMPBenchmark {
         report.float16PortableGBPerSecond = k[3]
         report.bfloat16PortableGBPerSecond = k[4]
 
-        // Three identical models (same seed, same data), one per variant.
-        let variants: [(String, ReducedPrecision?)] = [("float32", nil), ("float16", .float16), ("bfloat16", .bfloat16)]
+        // Identical models (same seed, same data), one per variant; bfloat16 twice, with the products this process
+        // uses by default (native where the CPU has AVX512_BF16) and with the emulated ones.
+        let variants: [(String, ReducedPrecision?, BFloat16Products)] = [
+            ("float32", nil, .emulated), ("float16", .float16, .emulated),
+            ("bfloat16", .bfloat16, BF16GEMM.defaultProducts), ("bfloat16-emulated", .bfloat16, .emulated),
+        ]
         var runs: [Run] = []
-        for (name, amp) in variants { runs.append(try Run(name: name, amp: amp, config: config)) }
+        for (name, amp, products) in variants { runs.append(try Run(name: name, amp: amp, products: products, config: config)) }
         report.parameters = runs[0].model.parameters.count
-        progress("bench-amp: \(config.warmup) warm-up + \(config.steps) timed rounds of one step per variant (use_amp off, float16, bfloat16)")
+        progress("bench-amp: \(config.warmup) warm-up + \(config.steps) timed rounds of one step per variant (use_amp off, float16, bfloat16, bfloat16-emulated)")
         var stepNum = 0
         for round in 0..<(config.warmup + config.steps) {
             stepNum += 1
@@ -140,13 +148,14 @@ public enum AMPBenchmark {
         var skipped = 0
         let timer = StepTimer()
 
-        init(name: String, amp: ReducedPrecision?, config: Configuration) throws {
+        init(name: String, amp: ReducedPrecision?, products: BFloat16Products, config: Configuration) throws {
             self.name = name
             let dims = config.dims
             let split = (dims.count + 1) / 2
             model = try MLPClassifier(encoder: .init(dims: Array(dims[0..<split]), activation: "GELU"),
                                       decoder: .init(dims: Array(dims[(split - 1)...]), activation: "GELU"),
                                       seed: config.seed)
+            for case let linear as Linear in model.encoder.layers + model.decoder.layers { linear.bfloat16Products = products }
             var options = TrainingOptions()
             options.useAMP = amp != nil
             if let amp { options.ampDType = amp }
@@ -222,11 +231,12 @@ extension AMPBenchmark.Report {
             "  bfloat16 (\(kernel)) \(f(bfloat16GBPerSecond)) GB/s  (\(pct(bfloat16GBPerSecond)))",
             "  float16  (portable)  \(f(float16PortableGBPerSecond)) GB/s  (\(pct(float16PortableGBPerSecond)))",
             "  bfloat16 (portable)  \(f(bfloat16PortableGBPerSecond)) GB/s  (\(pct(bfloat16PortableGBPerSecond)))",
+            "bfloat16:  products \(bfloat16Products)",
             "steps:     median ms per step (forward + backward + unscale/clip/Adam)",
         ]
         for s in steps {
             let scale = s.lossScale.map { ", loss scale \(Int($0))" } ?? ""
-            lines.append("  \(s.name.padding(toLength: 9, withPad: " ", startingAt: 0)) \(f(s.stepMs, 2)) ms  ×\(f(s.ratio, 3)) of float32"
+            lines.append("  \(s.name.padding(toLength: 17, withPad: " ", startingAt: 0)) \(f(s.stepMs, 2)) ms  ×\(f(s.ratio, 3)) of float32"
                          + "  (forward \(f(s.forwardMs, 2)), backward \(f(s.backwardMs, 2)), optimizer \(f(s.optimizerMs, 2)));"
                          + " \(s.skipped) skipped\(scale)")
         }
