@@ -157,16 +157,7 @@ import Testing
     @Test(arguments: cases.filter { !$0.1.contains("is invalid for") })
     func underMPIRunEveryRankSaysItOnce(arguments: [String], message: String) throws {
         let before = Self.snapshot()
-        let r = try Executable.run(["-np", "2", "--oversubscribe", "--bind-to", "none", Executable.url.path] + Self.expand(arguments),
-                                   environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"],
-                                   executable: MPIRun.mpirun)
-        #expect(r.status != 0)
-        let ours = r.stderr.split(separator: "\n").filter { $0.hasPrefix("speechain-mpi: error: ") }
-        #expect(ours.count == 2, "\(r.stderr)")
-        for rank in 0..<2 {
-            #expect(ours.contains { $0.hasPrefix("speechain-mpi: error: rank \(rank): ") && $0.contains(Self.expand([message])[0]) }, "\(r.stderr)")
-        }
-        for trace in ["Fatal error", "Stack dump", "Backtrace", "Segmentation", "Illegal instruction"] { #expect(!r.stderr.contains(trace)) }
+        try BadInputTests.expectEveryRankSaysItOnce(Self.expand(arguments), Self.expand([message])[0])
         #expect(Self.snapshot() == before)
     }
 }
