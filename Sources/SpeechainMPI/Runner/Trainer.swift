@@ -102,24 +102,14 @@ public final class Trainer {
                                             maximize: experiment.bestModelSelection[0].mode == .max)
         resumed = experiment.resume
         if let dir = resultDir {
+            // what this run's checkpoints record, and what a resume must match
+            ResumeCheck.describe(experiment, trainSet: trainSet, validSet: validSet, stepsPerEpoch: local, into: &state)
             let checkpoint = dir.appendingPathComponent(Checkpoint.fileName)
             let exists = FileManager.default.fileExists(atPath: checkpoint.path)
             if experiment.resume {
                 guard exists else { throw CheckpointError.missing(path: checkpoint.path) }
-                let loaded = try Checkpoint.read(from: checkpoint, model: model, schedulers: schedulers)
-                guard loaded.modelType == experiment.modelType else {
-                    throw CheckpointError.invalid(path: checkpoint.path, reason: "it is a \(loaded.modelType) checkpoint, the experiment trains \(experiment.modelType)")
-                }
-                guard loaded.trackers.map(\.number) == state.trackers.map(\.number),
-                      loaded.trackers.map(\.maximize) == state.trackers.map(\.maximize) else {
-                    throw CheckpointError.invalid(path: checkpoint.path, reason: "it was written with another best_model_selection")
-                }
-                let stopping = state.earlyStopping
-                state = loaded
-                // patience and threshold are the experiment's; the count and last best are the run's
-                state.earlyStopping = EarlyStopping(patience: stopping.patience, threshold: stopping.threshold, maximize: stopping.maximize,
-                                                    continuing: loaded.earlyStopping)
-                state.worldSize = communicator.size
+                // verified, checked against this experiment and only then loaded; no file is touched before `run`
+                state = try ResumeCheck.resume(from: checkpoint, run: state, model: model, schedulers: schedulers)
             } else if exists {
                 // A new run never overwrites a good checkpoint.
                 throw CheckpointError.wouldOverwrite(path: dir.path)
