@@ -15,4 +15,14 @@ static inline MPI_Op scm_op_max(void) { return MPI_MAX; }
 static inline void *scm_in_place(void) { return MPI_IN_PLACE; }
 static inline MPI_Request scm_request_null(void) { return MPI_REQUEST_NULL; }
 static inline MPI_Status *scm_status_ignore(void) { return MPI_STATUS_IGNORE; }
+
+// The collective watchdog's point-to-point probe: is a message with `tag` waiting from any rank? `*source` is its
+// sender, or -1 when none is (MPI_Status's fields stay on this side).
+static inline int scm_iprobe_any_source(int tag, MPI_Comm comm, int *source) {
+    int flag = 0;
+    MPI_Status status;
+    int rc = MPI_Iprobe(MPI_ANY_SOURCE, tag, comm, &flag, &status);
+    *source = (rc == MPI_SUCCESS && flag) ? status.MPI_SOURCE : -1;
+    return rc;
+}
 #endif

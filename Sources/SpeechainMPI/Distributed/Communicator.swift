@@ -15,6 +15,8 @@ public protocol Communicator: AnyObject {
     /// Every rank's value, in rank order.
     func allgather(_ value: Int64) throws -> [Int64]
     func barrier() throws
+    /// What the caller is doing, named if a collective times out: `communicator.context = "step \(stepNum)"`.
+    var context: String? { get set }
     /// Ends every rank of the job with `code` (after this rank printed its own message).
     func abort(code: Int32) -> Never
 }
@@ -34,6 +36,7 @@ public final class LocalCommunicator: Communicator {
     public func allreduceMin(_ value: Int) -> Int { value }
     public func allgather(_ value: Int64) -> [Int64] { [value] }
     public func barrier() {}
+    public var context: String?
     public func abort(code: Int32) -> Never { exit(code) }
 }
 
