@@ -42,6 +42,7 @@ struct SpeechainMPICommand: ParsableCommand {
     @Option(name: .customLong("init_weights"), help: "Start from these safetensors weights (PyTorch state_dict names).") var initWeights: String?
     @Option(name: .customLong("flush_denormal"), help: "Flush denormal floats to zero on the computing threads (true/false; default true), as torch.set_flush_denormal.") var flushDenormal: Bool?
     @Option(name: .customLong("check_consistency_every"), help: "Verify every N updates that all ranks hold bit-identical parameters (0: only at the end).") var checkConsistencyEvery: Int?
+    @Option(name: .customLong("collective_timeout"), help: "Seconds a rank waits in one collective for the others before it ends the job, naming the missing ranks (default 600).") var collectiveTimeout: Double?
     @Option(name: .customLong("batch_size"), help: "data_cfg.batch_size: rows per batch on each rank.") var batchSize: Int?
     @Option(help: "data_cfg.shuffle: shuffle the training rows every epoch (true/false).") var shuffle: Bool?
     @Option(name: .customLong("train_feat"), help: "Training features, .npy float32 [N, D] (with --train_label).") var trainFeat: String?
@@ -78,6 +79,7 @@ struct SpeechainMPICommand: ParsableCommand {
         add("resume", resume ? .bool(true) : nil)
         add("init_weights", initWeights.map { .string($0) })
         add("check_consistency_every", checkConsistencyEvery.map { .int($0) })
+        add("collective_timeout", collectiveTimeout.map { .double($0) })
         add("flush_denormal", flushDenormal.map { .bool($0) })
         add("data_cfg.batch_size", batchSize.map { .int($0) })
         add("data_cfg.shuffle", shuffle.map { .bool($0) })

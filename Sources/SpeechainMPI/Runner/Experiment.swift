@@ -75,6 +75,8 @@ public struct Experiment: Sendable {
     public var trainResultPath: String?
     /// Verify every N updates that all ranks hold bit-identical parameters (0: only at the end).
     public var checkConsistencyEvery = 0
+    /// Seconds a rank waits in one collective for the others before it ends the job (CollectiveWatchdog).
+    public var collectiveTimeout = 600.0
     /// Test hook: make rank `failRank` fail at step `failStep`, by throwing or by SIGKILL.
     public var failure: InjectedFailure?
     /// Test hook: SIGKILL rank 0 halfway through writing the checkpoint of this epoch.
@@ -92,6 +94,7 @@ public struct Experiment: Sendable {
         "report_per_steps", "best_model_selection", "early_stopping_patience", "last_model_number", "train_result_path",
         "resume", "init_weights", "check_consistency_every", "amp_dtype", "grad_scaler", "early_stopping_threshold",
         "train", "test", "dry_run", "no_optim", "attach_config_folder_to_path", "flush_denormal",
+        "collective_timeout",
     ]
 
     /// Keys of SpeeChain's runner for GPUs, data-loader workers and torch.distributed: meaningless under MPI on
@@ -201,6 +204,7 @@ public struct Experiment: Sendable {
         resume = try r.bool("resume", default: false)
         initWeights = r.contains("init_weights") ? try r.string("init_weights", default: "") : nil
         checkConsistencyEvery = try r.int("check_consistency_every", default: 0)
+        collectiveTimeout = try r.double("collective_timeout", default: 600)
 
         let data = try Self.section(config["data_cfg"], key: "data_cfg", source: source)
         let d = try ConfReader(data, context: "\(source): data_cfg", allowedKeys: Self.dataKeys)
@@ -294,7 +298,7 @@ public struct Experiment: Sendable {
             "best_model_selection": .list(bestModelSelection.map {
                 .list([.string($0.set), .string($0.metric), .string($0.mode.rawValue), .int($0.number)])
             }),
-            "check_consistency_every": .int(checkConsistencyEvery),
+            "check_consistency_every": .int(checkConsistencyEvery), "collective_timeout": .double(collectiveTimeout),
             "attach_config_folder_to_path": .bool(attachConfigFolderToPath), "flush_denormal": .bool(flushDenormal),
         ]
         if let p = trainResultPath { keys["train_result_path"] = .string(p) }
@@ -381,6 +385,7 @@ public struct Experiment: Sendable {
                                            reason: "must be a finite number below 1 (relative if > 0, absolute if < 0), found \(earlyStoppingThreshold)")
         }
         guard checkConsistencyEvery >= 0 else { throw ConfigError.invalidValue(context: "experiment", key: "check_consistency_every", reason: "must be >= 0, found \(checkConsistencyEvery)") }
+        guard collectiveTimeout > 0, collectiveTimeout.isFinite else { throw ConfigError.invalidValue(context: "experiment", key: "collective_timeout", reason: "must be positive finite seconds, found \(collectiveTimeout)") }
         guard training.accumGrad >= 1 else { throw ConfigError.invalidValue(context: "experiment", key: "accum_grad", reason: "must be >= 1, found \(training.accumGrad)") }
         for s in bestModelSelection where s.set != "train" && s.set != "valid" {
             throw ConfigError.invalidValue(context: "experiment", key: "best_model_selection", reason: "set must be train or valid, found '\(s.set)'")

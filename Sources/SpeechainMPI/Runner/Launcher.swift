@@ -4,7 +4,8 @@ import Foundation
 /// process is one rank of MPI_COMM_WORLD; started alone it is a world of one that never initialises MPI, so
 /// nothing is communicated. Set-up is local; the ranks then agree whether all succeeded, so that bad input ends
 /// every rank cleanly with its own message instead of leaving some waiting in a collective. A failure after that
-/// ends the whole job at once (MPI_Abort).
+/// ends the whole job at once (MPI_Abort), and so does a rank that never reaches a collective: every collective
+/// of an MPICommunicator is watched (CollectiveWatchdog, `collective_timeout`).
 public enum Launcher {
     /// `program` names the command in error lines (`speechain-mpi`, `speechain-mpi bench`).
     public static func run<Job>(program: String = "speechain-mpi",
@@ -23,7 +24,9 @@ public enum Launcher {
         var setupError: Error?
         do { job = try setUp(communicator) } catch { setupError = error }
         let allReady: Bool
+        communicator.context = "set-up agreement"
         do { allReady = try communicator.allreduceMin(setupError == nil ? 1 : 0) == 1 } catch { fail(error, communicator, program) }
+        communicator.context = nil
         guard allReady, let job else {
             if let setupError { report(setupError, communicator, program) }
             (communicator as? MPICommunicator)?.finalize()
@@ -40,7 +43,11 @@ public enum Launcher {
 
     /// Trains the experiment `makeExperiment` reads (its errors, like every set-up error, are reported per rank).
     public static func train(_ makeExperiment: () throws -> Experiment) -> Int32 {
-        run(setUp: { try Trainer(experiment: makeExperiment(), communicator: $0) }, work: { trainer, _ in try trainer.run() })
+        run(setUp: { communicator -> Trainer in
+            let experiment = try makeExperiment()
+            (communicator as? MPICommunicator)?.collectiveTimeout = experiment.collectiveTimeout
+            return try Trainer(experiment: experiment, communicator: communicator)
+        }, work: { trainer, _ in try trainer.run() })
     }
 
     public static func report(_ error: Error, _ communicator: Communicator? = nil, _ program: String = "speechain-mpi") {
