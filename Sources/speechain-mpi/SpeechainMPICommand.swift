@@ -132,7 +132,7 @@ struct SpeechainMPICommand: ParsableCommand {
         } catch {
             let code = exitCode(for: error)
             if code == .success { exit(withError: error) }   // --help, --version
-            FileHandle.standardError.write(Data("speechain-mpi: error: \(message(for: error))\n".utf8))
+            FileHandle.standardError.write(Data("speechain-mpi: error: \(Launcher.escapingControlCharacters(message(for: error)))\n".utf8))
             Foundation.exit(code.rawValue)
         }
     }

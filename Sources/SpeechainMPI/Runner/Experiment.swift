@@ -175,7 +175,9 @@ public struct Experiment: Sendable {
         try Self.classifyTopLevelKeys(&config, variables: variables, source: source, notes: &notes)
         let r = try ConfReader(config, context: source, allowedKeys: Self.experimentKeys + ["data_cfg", "train_cfg"])
         try Self.refuseUnbuiltFeatures(r)
-        seed = UInt64(clamping: try r.int("seed", default: 0))
+        let seedValue = try r.int("seed", default: 0)
+        guard seedValue >= 0 else { throw ConfigError.invalidValue(context: source, key: "seed", reason: "must be >= 0, found \(seedValue)") }
+        seed = UInt64(seedValue)
         numEpochs = try r.int("num_epochs", default: 1)
         training = TrainingOptions(
             accumGrad: try r.int("accum_grad", default: 1), ftFactor: try r.double("ft_factor", default: 1),
@@ -308,7 +310,7 @@ public struct Experiment: Sendable {
 
     private static func normType(_ r: ConfReader) throws -> Double {
         if case .string(let s)? = r.values["grad_norm_type"], s.lowercased() == "inf" { return .infinity }
-        return try r.double("grad_norm_type", default: 2)
+        return try r.double("grad_norm_type", default: 2, allowInfinity: true)
     }
 
     private static func section(_ value: ConfigValue?, key: String, source: String) throws -> [String: ConfigValue] {

@@ -53,7 +53,26 @@ public enum Launcher {
     public static func report(_ error: Error, _ communicator: Communicator? = nil, _ program: String = "speechain-mpi") {
         var who = ""
         if let communicator, communicator.size > 1 { who = "rank \(communicator.rank): " }
-        FileHandle.standardError.write(Data("\(program): error: \(who)\(error)\n".utf8))
+        FileHandle.standardError.write(Data("\(program): error: \(who)\(escapingControlCharacters("\(error)"))\n".utf8))
+    }
+
+    /// An error message as one printable line: control characters a user's file or argument carried (NUL, a
+    /// newline, an escape sequence) are shown as `\0`, `\n`, `\u{1B}` instead of being written raw.
+    public static func escapingControlCharacters(_ message: String) -> String {
+        var out = ""
+        out.unicodeScalars.reserveCapacity(message.unicodeScalars.count)
+        for u in message.unicodeScalars {
+            switch u {
+            case "\0": out += "\\0"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where u.properties.generalCategory == .control || u.properties.generalCategory == .format && u.value < 0x2000:
+                out += "\\u{\(String(u.value, radix: 16, uppercase: true))}"
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out
     }
 
     private static func fail(_ error: Error, _ communicator: Communicator, _ program: String) -> Never {

@@ -76,6 +76,17 @@ public final class Trainer {
         for set in [trainSet] + (validSet.map { [$0] } ?? []) where set.width != model.inputWidth {
             throw DataError.mismatch("the data has \(set.width) features per row but the model's input is \(model.inputWidth) wide")
         }
+        // labels are checked here, at set-up (where all ranks agree), not when a batch first meets them
+        let classes = model.classCount
+        var sets = [("train", experiment.train, trainSet)]
+        if let v = validSet, let source = experiment.valid { sets.append(("valid", source, v)) }
+        for (name, source, set) in sets {
+            if let row = set.labels.firstIndex(where: { $0 < 0 || Int($0) >= classes }) {
+                let file: String
+                if case .npy(_, let labels) = source { file = labels } else { file = "data_cfg.\(name)" }
+                throw DataError.mismatch("\(file): label \(set.labels[row]) at row \(row) is outside the model's \(classes) classes [0, \(classes - 1)]")
+            }
+        }
         for s in experiment.bestModelSelection where !(model.lossNames + model.metricNames).contains(s.metric) {
             throw ConfigError.invalidValue(context: "experiment", key: "best_model_selection",
                 reason: "names no loss or metric of the model ('\(s.metric)'); it has: \((model.lossNames + model.metricNames).joined(separator: ", "))")
@@ -89,7 +100,8 @@ public final class Trainer {
             synchronizers = built.map { _ in nil }
         }
         schedulers = built
-        let local = trainSet.count / (experiment.batchSize * communicator.size)
+        let (globalBatch, overflow) = experiment.batchSize.multipliedReportingOverflow(by: communicator.size)
+        let local = overflow ? 0 : trainSet.count / globalBatch
         guard local > 0 else {
             throw DataError.mismatch("the training set has \(trainSet.count) rows, fewer than one batch of \(experiment.batchSize) per rank × \(communicator.size) ranks")
         }
@@ -114,6 +126,10 @@ public final class Trainer {
                 // A new run never overwrites a good checkpoint.
                 throw CheckpointError.wouldOverwrite(path: dir.path)
             }
+        }
+        if let path = experiment.trainResultPath {
+            // after the checkpoint is verified (a resume touches nothing before that): the checkpoint (parameters, gradients, up to three optimizer slots) and two model files
+            try ResultFolder.prepare(path, create: communicator.isRoot, neededBytes: model.parameters.count * 4 * 7)
         }
     }
 
@@ -197,6 +213,7 @@ public final class Trainer {
         for i in 0..<stepsPerEpoch {
             state.stepNum += 1
             let stepNum = state.stepNum
+            communicator.context = "step \(stepNum)"   // a small string: no allocation per step
             if let f = exp.failure, f.rank == rank, f.step == stepNum {
                 if f.mode == .kill { kill(getpid(), SIGKILL) }
                 throw DistributedError.injected(rank: rank, step: stepNum)
@@ -266,6 +283,7 @@ public final class Trainer {
             }
         }
 
+        communicator.context = "end of epoch \(epoch)"   // validation and the early-stopping vote
         var record = EpochRecord(epoch: epoch)
         for (j, name) in valueNames.enumerated() { record.train[name] = epochSums[j] / Double(stepsPerEpoch) }
         for (k, s) in schedulers.enumerated() { record.lr[s.name] = lrEpoch[k] / Double(stepsPerEpoch) }
@@ -349,7 +367,7 @@ public final class Trainer {
         guard let dir = resultDir, let models = modelsDir, let file = epochFile(epoch) else { return }
         var state = self.state
         state.counts = countsSoFar()
-        try FileManager.default.createDirectory(at: models, withIntermediateDirectories: true)
+        try ResultFolder.makeDirectory(models)
         try Safetensors.write(model.parameters.namedTensors(), metadata: ["format": "pt", "epoch": "\(epoch)"], to: file)
         let plan = ModelsFolderPlan.after(epoch: epoch, selections: experiment.bestModelSelection, trackers: state.trackers,
                                           changes: changes, lastModelNumber: experiment.lastModelNumber)
@@ -369,7 +387,7 @@ public final class Trainer {
     /// Writes the resolved configs into the result folder as SpeeChain does: `exp_cfg.yaml` (every experiment
     /// key with its value in effect), `train_cfg.yaml` and `train_data_cfg.yaml`.
     private func writeConfigs(to dir: URL) throws {
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try ResultFolder.makeDirectory(dir)
         let files: [(String, [String: ConfigValue])] = [
             ("exp_cfg.yaml", experiment.effectiveKeys), ("train_cfg.yaml", experiment.trainConfig), ("train_data_cfg.yaml", experiment.dataConfig),
         ]

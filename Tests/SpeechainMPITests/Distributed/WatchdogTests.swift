@@ -137,6 +137,8 @@ final class RunningJob: @unchecked Sendable {
         #expect(ended && seconds < 15, "the job ran on \(seconds) s after rank 1 stopped")
         #expect(!ended || job.status != 0)
         let lines = job.stderr.split(separator: "\n").filter { $0.hasPrefix("speechain-mpi: error:") }
+        // the line says where the job was: a step, or the end of an epoch (validation, the early-stopping vote)
+        #expect(lines.count == 1 && (lines[0].contains(" (step ") || lines[0].contains(" (end of epoch ")), "\(job.stderr)")
         #expect(lines.count == 1 && lines[0].hasPrefix("speechain-mpi: error: rank 0: collective ")
                     && lines[0].hasSuffix(" timed out after 5 s waiting for rank(s) 1"), "\(job.stderr)")
         #expect(waitingCPU < 0.25, "the waiting rank used \(waitingCPU) of a core")

@@ -53,6 +53,9 @@ import Testing
         (["--config", "{dir}/big.yaml"], "big.yaml: is 5242891 bytes; a config may hold at most 4194304"),
         (["--config", "{dir}/notutf8.yaml"], "notutf8.yaml: is not UTF-8 text"),
         (["--config", "{dir}/nul.yaml"], "nul.yaml: malformed YAML"),
+        // control characters a file carries are escaped in the message, never written raw
+        (["--config", "{dir}/nul.yaml"], "num_ep\\0ochs"),
+        (["--config", "{dir}/esc.yaml"], "esc.yaml: unknown key 'se\\u{1B}ed'"),
         (["--config", "{dir}/tag.yaml"], "tag.yaml: 'seed': unknown tag !foo"),
         (["--config", "{dir}/ref.yaml"], "ref.yaml: 'seed': !ref <nothing> names no top-level key"),
         (["--config", "{dir}/cycle.yaml"], "refers to itself through"),
@@ -97,6 +100,7 @@ import Testing
         text("big.yaml", "seed: 0\n# " + String(repeating: "x", count: 5 << 20) + "\n")
         bytes("notutf8.yaml", Array("seed: ".utf8) + [0xFF, 0xFE, 0x0A])
         bytes("nul.yaml", Array("seed: 0\nnum_ep".utf8) + [0] + Array("ochs: 3\n".utf8))
+        text("esc.yaml", "\"se\\eed\": 1\n")
         text("tag.yaml", "seed: !foo 3\n")
         text("ref.yaml", "seed: !ref <nothing>\n")
         text("cycle.yaml", "a: !ref <b>\nb: !ref <a>\nseed: !ref <a>\n")
@@ -150,6 +154,7 @@ import Testing
         let r = try Executable.run(Self.expand(arguments))
         #expect(r.status != 0, "status \(r.status)")
         #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+        #expect(!r.stderr.dropLast().unicodeScalars.contains { $0.properties.generalCategory == .control }, "a raw control character: \(r.stderr.debugDescription)")
         #expect(r.stderr.hasPrefix("speechain-mpi: error: ") && r.stderr.contains(Self.expand([message])[0]), "\(r.stderr)")
         #expect(Self.snapshot() == before, "a failed run changed files under \(Self.scratch.path)")
     }
