@@ -30,7 +30,7 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .customLong("blas_threads"), help: ArgumentHelp("OpenBLAS threads per rank.", valueName: "n")) var blasThreads: OptionText = "1"
     @Option(name: .customLong("gemm_size"), help: ArgumentHelp("Side of the square sgemm measuring the peak.", valueName: "n"))
     var gemmSize: OptionText = "1024"
-    @Option(name: .customLong("sync_chunk"), help: ArgumentHelp("Floats per MPI_Allreduce in the gradient synchronisation (default: the communicator's).", valueName: "n"))
+    @Option(name: .customLong("sync_chunk"), help: ArgumentHelp("Floats per MPI_Iallreduce in the gradient synchronisation (default: the communicator's).", valueName: "n"))
     var syncChunk: OptionText?
     @Option(name: .customLong("result_path"), help: ArgumentHelp("Folder for rank 0's bench.json and bench.txt.", valueName: "dir"))
     var resultPath: String?

@@ -388,7 +388,7 @@ extension ScalingBenchmark.Report {
             "throughput: \(f(samplesPerSecond)) samples/s (median update; \(f(samplesPerSecondMean)) over the whole timed run)",
             "step:       \(f(stepMs, 2)) ms per step, \(f(updateMs, 2)) ms per update = compute \(f(computeMs, 2)) (forward \(f(forwardMs, 2)) + backward \(f(backwardMs, 2)))"
                 + " + wait \(f(waitMs, 2)) + sync \(f(syncMs, 2)) + optimizer \(f(optimizerMs, 2)) + other \(f(updateMs - computeMs - waitMs - syncMs - optimizerMs, 2))",
-            "allreduce:  \(allreduceCalls) calls, \(allreduceBytes) bytes (\(mpiCalls) MPI_Allreduce calls)",
+            "allreduce:  \(allreduceCalls) calls, \(allreduceBytes) bytes (\(mpiCalls) MPI_Iallreduce calls)",
             "compute:    \(f(achievedGflopsPerRank)) GFLOP/s per rank over the step, \(f(computeGflopsPerRank)) over forward+backward; "
                 + "sgemm peak \(f(sgemmPeakGflopsPerRank)) (\(c.gemmSize)³), the step's GEMM shapes \(f(sgemmShapesGflopsPerRank)) → step at \(f(fractionOfPeak * 100))% of peak",
             "memory:     \(f(memoryGbPerSecond, 2)) GB/s read+write → Adam's floor \(f(adamFloorMs, 2)) ms per update (optimizer took \(f(optimizerMs, 2)))",
