@@ -18,12 +18,19 @@ let package = Package(
                        providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
+        // The speech path's C libraries (Debian packages; scripts/setup.sh installs them).
+        .systemLibrary(name: "CFFTW", path: "Sources/CFFTW", pkgConfig: "fftw3f", providers: [.apt(["libfftw3-dev"])]),
+        .systemLibrary(name: "CSndFile", path: "Sources/CSndFile", pkgConfig: "sndfile", providers: [.apt(["libsndfile1-dev"])]),
+        .systemLibrary(name: "CSoxr", path: "Sources/CSoxr", pkgConfig: "soxr", providers: [.apt(["libsoxr-dev"])]),
+        // SentencePiece is C++: a small C face compiled here, linked against Debian's libsentencepiece.
+        .target(name: "CSentencePiece", path: "Sources/CSentencePiece",
+                linkerSettings: [.linkedLibrary("sentencepiece"), .linkedLibrary("stdc++")]),
         // Float16/bfloat16 rounding kernels, dispatched at run time between F16C/AVX2 and portable code.
         .target(name: "CKernels", path: "Sources/CKernels"),
         .target(
             name: "SpeechainMPI",
             dependencies: [
-                "CMPI", "COpenBLAS", "CKernels",
+                "CMPI", "COpenBLAS", "CKernels", "CFFTW", "CSndFile", "CSoxr", "CSentencePiece",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
                 // TensorBoard event records (Runner/TensorBoard; the .proto lives in scripts/proto).

@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libopenmpi-dev openmpi-bin libopenblas-dev pkg-config)
+# MPI and BLAS; the speech path's audio I/O, resampling, FFT and tokenizer libraries; espeak-ng and sox for the
+# spoken-digits corpus
+packages=(libopenmpi-dev openmpi-bin libopenblas-dev pkg-config
+          libsndfile1-dev libsoxr-dev libfftw3-dev libsentencepiece-dev espeak-ng sox)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
