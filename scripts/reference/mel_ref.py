@@ -8,6 +8,8 @@ Tests/SpeechainMPITests/Resources/speech/, and writes beside them:
     mel_ref.json            the confs, the batches (which wavs, in which order), the sample and frame lengths, the
                             frame count F of each batch, the torch/torchaudio versions
     <case>.npy              float32 [B*F, n_mels]: the padded batch's features, row b*F + f
+    recipe_single_yes_f64.npy  the same case computed in float64 (then rounded to float32): the formula's value,
+                            against which float32 torch and float32 Swift are both measured
     fbank_recipe.npy        float32 [80, 201]: melscale_fbanks(201, 0, 8000, 80, 16000, 'slaney', 'slaney').T
     timewarp.npy            float32 [2*30, 8] input and [2*30, 8] output (rows 60…119) of the bicubic time warp
                             (torch.nn.functional.interpolate, align_corners=True) at a fixed centre and position
@@ -88,12 +90,12 @@ def speech2mel(speech, speech_len, conf):
 
     x = speech
     if preemphasis is not None:
-        weight = torch.tensor([-preemphasis, 1.0], dtype=torch.float32).reshape(1, 1, 2)
+        weight = torch.tensor([-preemphasis, 1.0], dtype=x.dtype).reshape(1, 1, 2)
         x = F.conv1d(F.pad(x.unsqueeze(1), (1, 0)), weight).squeeze(1)
         for i in range(x.size(0)):
             if speech_len[i] < x.size(1):
                 x[i, speech_len[i]:] = 0.0
-    window = torch.hann_window(win, dtype=torch.float32)
+    window = torch.hann_window(win, dtype=x.dtype)
     spec = torch.stft(x, n_fft=n_fft, hop_length=hop, win_length=win, window=window, center=True,
                       pad_mode="reflect", normalized=normalized, onesided=True, return_complex=True).transpose(1, 2)
     feat_len = torch.div(speech_len + 2 * (n_fft // 2) - n_fft, hop, rounding_mode="floor") + 1
@@ -106,7 +108,7 @@ def speech2mel(speech, speech_len, conf):
     fbank = torchaudio.functional.melscale_fbanks(n_freqs=n_fft // 2 + 1, f_min=fmin, f_max=fmax, n_mels=n_mels,
                                                   sample_rate=sr, norm="slaney" if mel_norm else None,
                                                   mel_scale=mel_scale).T
-    mel = F.linear(power, fbank)
+    mel = F.linear(power, fbank.to(power.dtype))
     mel = torch.clamp(mel, min=clamp).log()
     if log_base is not None:
         mel /= math.log(log_base)
@@ -129,8 +131,16 @@ def main():
         np.save(os.path.join(SPEECH, f"{case}.npy"), mel.reshape(B * Fr, M).numpy().astype(np.float32))
         manifest["cases"].append({"name": case, "conf": conf, "wavs": names, "lengths": lengths, "samples": T,
                                   "frames": Fr, "feat_lens": feat_len.tolist(), "n_mels": M})
+        if case == "recipe_single_yes":
+            # the same in float64 (stored rounded to float32): how far float32 arithmetic itself is from the formula
+            torch.set_default_dtype(torch.float64)
+            with torch.no_grad():
+                mel64, _, _ = speech2mel(batch.double(), torch.tensor(lengths), conf)
+            torch.set_default_dtype(torch.float32)
+            np.save(os.path.join(SPEECH, f"{case}_f64.npy"), mel64.reshape(B * Fr, M).numpy().astype(np.float32))
+            print(f"{case}: float32 torch vs float64 torch: max abs {(mel.double() - mel64).abs().max():.3g}")
         if case == "recipe_batch":
-            np.save(os.path.join(SPEECH, "fbank_recipe.npy"), fbank.numpy().astype(np.float32))
+            np.save(os.path.join(SPEECH, "fbank_recipe.npy"), np.ascontiguousarray(fbank.numpy().astype(np.float32)))
         print(f"{case}: B={B} T={T} F={Fr} feat_lens={feat_len.tolist()} range [{mel.min():.3f}, {mel.max():.3f}]")
 
     # SpecAugment's time warp (specaug.py): left rows [0, c) resized to p rows, rows [c, minlen) to minlen - p rows,

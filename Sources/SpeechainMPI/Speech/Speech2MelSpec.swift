@@ -63,11 +63,19 @@ public final class Speech2MelSpec {
     private var powerCapacity = 0
 
     /// The plain Swift form; defaults are SpeeChain's recipes' (80 mels, 10 ms hop, 25 ms window at 16 kHz, 0.97).
-    public init(nMels: Int = 80, hopLength: Int = 160, winLength: Int = 400, nFFT: Int? = nil, sampleRate: Int = 16000,
+    public convenience init(nMels: Int = 80, hopLength: Int = 160, winLength: Int = 400, nFFT: Int? = nil, sampleRate: Int = 16000,
                 preemphasis: Float? = 0.97, center: Bool = true, normalized: Bool = false, magSpec: Bool = false,
                 fMin: Double = 0, fMax: Double? = nil, clamp: Float = 1e-10, logging: Bool = true,
                 logBase: Double? = 10, melScale: MelScale = .slaney, melNorm: Bool = true) throws {
-        let context = "\(Self.typeName)"
+        try self.init(nMels: nMels, hopLength: hopLength, winLength: winLength, nFFT: nFFT, sampleRate: sampleRate,
+                      preemphasis: preemphasis, center: center, normalized: normalized, magSpec: magSpec, fMin: fMin,
+                      fMax: fMax, clamp: clamp, logging: logging, logBase: logBase, melScale: melScale, melNorm: melNorm,
+                      context: Self.typeName)
+    }
+
+    private init(nMels: Int, hopLength: Int, winLength: Int, nFFT: Int?, sampleRate: Int, preemphasis: Float?,
+                 center: Bool, normalized: Bool, magSpec: Bool, fMin: Double, fMax: Double?, clamp: Float, logging: Bool,
+                 logBase: Double?, melScale: MelScale, melNorm: Bool, context: String) throws {
         func bad(_ key: String, _ reason: String) -> ConfigError { .invalidValue(context: context, key: key, reason: reason) }
         let n = nFFT ?? winLength
         guard nMels >= 1 else { throw bad("n_mels", "must be >= 1, found \(nMels)") }
@@ -162,7 +170,7 @@ public final class Speech2MelSpec {
                       magSpec: try r.bool("mag_spec", default: false), fMin: try r.double("fmin", default: 0),
                       fMax: try r.optionalDouble("fmax"), clamp: Float(try r.double("clamp", default: 1e-10)),
                       logging: try r.bool("logging", default: true), logBase: logBase, melScale: scale,
-                      melNorm: try r.bool("mel_norm", default: true))
+                      melNorm: try r.bool("mel_norm", default: true), context: context)
     }
 
     deinit {
