@@ -12,6 +12,7 @@
 # corpus_meta.txt), whatever the number of parallel jobs.
 set -euo pipefail
 
+start=$(date +%s.%N)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 helper="${here}/local/spoken_digits.py"
 
@@ -35,7 +36,8 @@ usage: $0 [options]
   --out DIR        output folder, SpeeChain's data_root (default ${here}/data)
   --noise on|off   additive white/pink noise on half of the utterances, SNR 5-30 dB (default ${noise})
   --jobs J         parallel synthesis processes (default: nproc = ${jobs}); does not change the output
-  --relative       write idx2wav paths relative to the folder holding idx2wav (default: absolute, as SpeeChain)
+  --relative       write idx2wav paths relative to the current directory, where training must then run
+                   (default: absolute paths, as SpeeChain's data scripts write them)
   -h, --help       this text
 EOF
 }
@@ -84,7 +86,6 @@ if [ -e "${out}" ]; then
 fi
 mkdir -p "${out}"
 
-start=$(date +%s.%N)
 python3 "${helper}" plan --out "${out}" --seed "${seed}" --train "${train}" --valid "${valid}" --test "${test}" \
   --noise "${noise}"
 

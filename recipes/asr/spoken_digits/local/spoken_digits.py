@@ -17,6 +17,7 @@ import argparse
 import array
 import hashlib
 import math
+import operator
 import os
 import random
 import subprocess
@@ -324,17 +325,18 @@ def render_row(row, banks, audio_dir):
         die(f"{row['idx']}: espeak-ng produced no audio")
     lead = int(round(float(row["lead"]) * SAMPLE_RATE))
     tail = int(round(float(row["tail"]) * SAMPLE_RATE))
-    signal = [0.0] * lead + [float(s) for s in speech] + [0.0] * tail
+    signal = [0] * lead + speech.tolist() + [0] * tail
     if row["noise"] != "none":
         noise = noise_slice(banks[row["noise"]], int(row["noise_offset"]), len(signal))
-        speech_power = sum(s * s for s in speech) / len(speech)
-        noise_power = sum(v * v for v in noise) / len(noise)
+        speech_power = sum(map(operator.mul, speech, speech)) / len(speech)
+        noise_power = sum(map(operator.mul, noise, noise)) / len(noise)
         # P_speech / (g² P_noise) = 10^(snr/10)
         g = math.sqrt(speech_power / (noise_power * 10.0 ** (float(row["snr_db"]) / 10.0)))
-        signal = [s + g * v for s, v in zip(signal, noise)]
-    peak = max(max(signal), -min(signal))
+        signal = list(map(operator.add, signal, map(g.__mul__, noise)))
+    peak = max(map(abs, signal))
+    # the peak lands at peak_db <= -1 dBFS, so no sample can leave the 16-bit range
     k = (10.0 ** (float(row["peak_db"]) / 20.0)) * 32767.0 / peak if peak > 0 else 0.0
-    out = array.array("h", [max(-32768, min(32767, int(round(s * k)))) for s in signal])
+    out = array.array("h", map(round, map(k.__mul__, signal)))
     if sys.byteorder == "big":
         out.byteswap()
     path = os.path.join(audio_dir, f"{row['idx']}.wav")
@@ -412,7 +414,7 @@ def version_line(cmd):
 def cmd_index(args):
     rows = read_plan(args.out)
     work = os.path.join(args.out, ".work")
-    root = args.out if args.relative else os.path.abspath(args.out)
+    root = os.path.abspath(args.out)
     summary = {}
     for name in SETS:
         set_rows = sorted((r for r in rows if r["set"] == name), key=lambda r: r["idx"])
@@ -426,9 +428,11 @@ def cmd_index(args):
                 die(f"{path} was not rendered")
             n = wav_length(path)
             seconds += n / SAMPLE_RATE
-            # relative paths are relative to the folder holding idx2wav
-            shown = os.path.join("audio", f"{r['idx']}.wav") if args.relative \
-                else os.path.join(root, "wav", name, "audio", f"{r['idx']}.wav")
+            # relative paths are relative to the current directory, as SpeeChain (soundfile) and our AudioReader
+            # open them: run data_prep.sh from the folder training will run in
+            shown = os.path.join(root, "wav", name, "audio", f"{r['idx']}.wav")
+            if args.relative:
+                shown = os.path.relpath(shown)
             idx2wav.append(f"{r['idx']} {shown}")
             idx2len.append(f"{r['idx']} {n}")
             idx2text[r["idx"]] = r["text"]
@@ -468,7 +472,7 @@ def cmd_index(args):
         "sets: " + ", ".join(f"{n} {summary[n][0]} utterances {summary[n][1]:.1f} s" for n in SETS),
         f"noise: {args.noise} (when on: {NOISE_PROB:g} of the utterances, {'/'.join(NOISE_TYPES)}, "
         f"SNR {SNR_DB[0]:g}-{SNR_DB[1]:g} dB)",
-        f"idx2wav paths: {'relative to the folder of idx2wav' if args.relative else 'absolute'}",
+        f"idx2wav paths: {'relative to the directory data_prep.sh ran in' if args.relative else 'absolute'}",
         f"espeak-ng: {version_line(['espeak-ng', '--version'])}",
         f"sox: {version_line(['sox', '--version']).removeprefix('sox:').strip()}",
         f"python: {sys.version.split()[0]}",
