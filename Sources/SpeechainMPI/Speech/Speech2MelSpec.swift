@@ -61,6 +61,8 @@ public final class Speech2MelSpec {
     private var signalCapacity = 0
     private var power: UnsafeMutablePointer<Float>
     private var powerCapacity = 0
+    /// How often a workspace had to grow (tests: a warm call must not).
+    private(set) var workspaceGrowths = 0
 
     /// The plain Swift form; defaults are SpeeChain's recipes' (80 mels, 10 ms hop, 25 ms window at 16 kHz, 0.97).
     public convenience init(nMels: Int = 80, hopLength: Int = 160, winLength: Int = 400, nFFT: Int? = nil, sampleRate: Int = 16000,
@@ -210,12 +212,14 @@ public final class Speech2MelSpec {
             signal.deallocate()
             signal = .allocate(capacity: paddedCount)
             signalCapacity = paddedCount
+            workspaceGrowths += 1
         }
         let nFreq = freqCount
         if powerCapacity < frames * nFreq {
             power.deallocate()
             power = .allocate(capacity: frames * nFreq)
             powerCapacity = frames * nFreq
+            workspaceGrowths += 1
         }
         for b in 0..<batchSize {
             let len = lengths[b]

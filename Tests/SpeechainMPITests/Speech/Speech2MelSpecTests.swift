@@ -136,6 +136,24 @@ enum PCM16Wav {
         #expect(frontend.paddingValue == -10)
     }
 
+    /// Preemphasis y[t] = x[t] − 0.97·x[t−1] (x[−1] = 0), zero from each length on (SpeeChain zeroes the point that
+    /// the filter leaves at t = len): the frontend with preemphasis equals the one without, fed y computed here. The
+    /// rows end loud (a sine cut mid-wave), where the zeroing matters; the espeak-ng wavs end in silence.
+    @Test func preemphasisIsZeroedPastEachLength() throws {
+        let (B, T) = (3, 4000), lengths = [4000, 2999, 1601]
+        var x = [Float](repeating: 0, count: B * T), y = x
+        for b in 0..<B {
+            for t in 0..<lengths[b] { x[b * T + t] = Float(0.5 * sin(Double(t) * 0.05 * Double(b + 1)) + 0.3) }
+            for t in 0..<lengths[b] { y[b * T + t] = x[b * T + t] - 0.97 * (t > 0 ? x[b * T + t - 1] : 0) }
+        }
+        let with = try Speech2MelSpec(preemphasis: 0.97), without = try Speech2MelSpec(preemphasis: nil)
+        let (a, _, la) = try with(x, batchSize: B, lengths: lengths)
+        let (b, _, lb) = try without(y, batchSize: B, lengths: lengths)
+        #expect(la == lb && la == [26, 19, 11])
+        let worst = zip(a, b).map { abs($0 - $1) }.max()!
+        #expect(worst < 1e-5, "max difference \(worst)")
+    }
+
     /// The recipe's filterbank against torchaudio's (stored) and against the slaney formulas written here.
     @Test func filterbankMatchesTorchaudioAndTheSlaneyFormula() throws {
         let frontend = try Speech2MelSpec(nMels: 80, hopLength: 160, winLength: 400, sampleRate: 16000)
@@ -258,6 +276,7 @@ enum PCM16Wav {
                 try lens.withUnsafeMutableBufferPointer { l in
                     try frontend.compute(waveforms: w.baseAddress!, batchSize: 4, samples: c.samples, lengths: c.lengths,
                                          output: o.baseAddress!, featureLengths: l.baseAddress!)
+                    let growths = frontend.workspaceGrowths
                     malloc_counter_start()
                     for _ in 0..<3 {
                         try frontend.compute(waveforms: w.baseAddress!, batchSize: 4, samples: c.samples, lengths: c.lengths,
@@ -266,6 +285,8 @@ enum PCM16Wav {
                                              output: o.baseAddress!, featureLengths: l.baseAddress!)
                     }
                     #expect(malloc_counter_stop() == 0)
+                    // the workspaces themselves (raw pointers, which the counter may not see) were not regrown
+                    #expect(frontend.workspaceGrowths == growths)
                 }
             }
         }
