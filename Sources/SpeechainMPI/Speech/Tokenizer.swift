@@ -231,28 +231,35 @@ public final class SentencePieceTokenizer: Tokenizer, @unchecked Sendable {
     deinit { speechain_sp_free(processor) }
 
     public func encode(_ text: String, appendingTo ids: inout [Int32]) throws {
-        var utf8 = text.utf8CString   // NUL-terminated copy; the length is passed, so a NUL inside is kept
-        let length = utf8.count - 1
-        var capacity = length + 8
-        var err = [CChar](repeating: 0, count: 256)
-        let start = ids.count
-        while true {
-            ids.append(contentsOf: repeatElement(0, count: capacity))
-            let n = utf8.withUnsafeMutableBufferPointer { t in
-                ids.withUnsafeMutableBufferPointer { out in
-                    Int(speechain_sp_encode(processor, t.baseAddress, length, out.baseAddress! + start, capacity, &err, err.count))
+        var text = text   // withUTF8 needs a mutable string; a native one is not copied
+        let failure: String? = text.withUTF8 { utf8 -> String? in
+            withUnsafeTemporaryAllocation(of: CChar.self, capacity: 256) { err -> String? in
+                let bytes = UnsafeRawPointer(utf8.baseAddress).map { $0.assumingMemoryBound(to: CChar.self) }
+                let start = ids.count
+                // at most one id per byte, plus the leading '▁' SentencePiece adds; asked again if ever short
+                var capacity = utf8.count + 8
+                while true {
+                    ids.append(contentsOf: repeatElement(0, count: capacity))
+                    let n = ids.withUnsafeMutableBufferPointer { out in
+                        Int(speechain_sp_encode(processor, bytes, utf8.count, out.baseAddress! + start, capacity,
+                                                err.baseAddress, err.count))
+                    }
+                    guard n >= 0 else {
+                        ids.removeLast(capacity)
+                        return String(cString: err.baseAddress!)
+                    }
+                    if n <= capacity {
+                        ids.removeLast(capacity - n)
+                        return nil
+                    }
+                    ids.removeLast(capacity)
+                    capacity = n
                 }
             }
-            guard n >= 0 else {
-                ids.removeLast(capacity)
-                throw SpeechDataError.tokenizer(path: modelPath, line: nil, reason: "cannot encode \(InteropError.excerpt(text)) (\(String(cString: err)))")
-            }
-            if n <= capacity {
-                ids.removeLast(capacity - n)
-                return
-            }
-            ids.removeLast(capacity)
-            capacity = n
+        }
+        if let failure {
+            throw SpeechDataError.tokenizer(path: modelPath, line: nil,
+                                            reason: "cannot encode \(InteropError.excerpt(text)) (\(failure))")
         }
     }
 

@@ -80,6 +80,7 @@ private func writeText(_ text: String, _ name: String, in dir: URL) throws -> St
         let ids = try tokenizer.text2tensor("a cat")
         #expect(ids == [26, id("a"), 1, id("c"), id("a"), id("t"), 26])
         #expect(try tokenizer.text2tensor("a cat", sos: false, eos: false) == Array(ids.dropFirst().dropLast()))
+        #expect(try tokenizer.text2tensor("") == [26, 26])
     }
 
     @Test func unknownCharactersBecomeUnk() throws {
@@ -122,6 +123,11 @@ private func writeText(_ text: String, _ name: String, in dir: URL) throws -> St
         for (sentence, reference) in zip(sentences, references) {
             #expect(try sp.text2tensor(sentence) == [47] + reference + [47], "\(sentence)")
         }
+        #expect(try sp.text2tensor("") == [47, 47])
+        // a reused buffer: contents replaced
+        var ids: [Int32] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]
+        try sp.text2tensor(sentences[0], into: &ids)
+        #expect(ids == [47] + references[0] + [47])
     }
 
     @Test func unknownCharactersGetTheUnkIdAtVMinus2() throws {
