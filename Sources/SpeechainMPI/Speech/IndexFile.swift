@@ -59,7 +59,7 @@ public struct IndexFile<Value: Sendable>: IndexKeyed, Sendable {
                 guard let space = raw.firstIndex(of: 0x20) else {
                     guard let text = String(validating: raw, as: UTF8.self) else { throw fail(lineNumber, "is not valid UTF-8") }
                     let hint = text.contains("\t") ? " (a tab does not separate them, a space does)" : ""
-                    throw fail(lineNumber, "has no value after its index \(InteropError.excerpt(text))\(hint)")
+                    throw fail(lineNumber, "has no value after its index \(SpeechDataError.quote(text))\(hint)")
                 }
                 if space == raw.startIndex { throw fail(lineNumber, "starts with a space: no index before the value") }
                 guard let key = String(validating: raw[..<space], as: UTF8.self),
@@ -67,10 +67,10 @@ public struct IndexFile<Value: Sendable>: IndexKeyed, Sendable {
                     throw fail(lineNumber, "is not valid UTF-8")
                 }
                 let value: Value
-                do throws(ValueRefusal) { value = try parse(text) } catch { throw fail(lineNumber, "index \(InteropError.excerpt(key)): \(error.reason)") }
+                do throws(ValueRefusal) { value = try parse(text) } catch { throw fail(lineNumber, "index \(SpeechDataError.quote(key)): \(error.reason)") }
                 if let earlier = entries[key] {
                     let place = Int(earlier.file) == fileNumber ? "line \(earlier.line)" : "\(paths[Int(earlier.file)]):\(earlier.line)"
-                    throw fail(lineNumber, "index \(InteropError.excerpt(key)) is already defined on \(place)")
+                    throw fail(lineNumber, "index \(SpeechDataError.quote(key)) is already defined on \(place)")
                 }
                 entries[key] = Entry(value: value, file: Int32(fileNumber), line: Int32(clamping: lineNumber))
             }
@@ -140,9 +140,9 @@ extension IndexFile where Value == Int {
             let negative = trimmed.hasPrefix("-")
             let digits = trimmed.hasPrefix("+") || negative ? trimmed.dropFirst() : Substring(trimmed)
             guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let n = Int(digits) else {
-                throw ValueRefusal("length \(InteropError.excerpt(value)) is not an integer")
+                throw ValueRefusal("length \(SpeechDataError.quote(value)) is not an integer")
             }
-            if negative && n != 0 { throw ValueRefusal("length \(InteropError.excerpt(value)) is negative") }
+            if negative && n != 0 { throw ValueRefusal("length \(SpeechDataError.quote(value)) is negative") }
             return n
         }
     }
@@ -162,7 +162,7 @@ public enum IndexJoin {
                     let (path, line) = map.origin(of: index)!
                     throw SpeechDataError.indexFile(
                         path: other.paths.joined(separator: " + "), line: nil,
-                        reason: "has no line for index \(InteropError.excerpt(index)), which \(path) has on line \(line)")
+                        reason: "has no line for index \(SpeechDataError.quote(index)), which \(path) has on line \(line)")
                 }
             }
         }

@@ -37,6 +37,27 @@ public enum SpeechDataError: Error, CustomStringConvertible, Equatable, Sendable
 }
 
 extension SpeechDataError {
+    /// Quotes a short excerpt of a user's text for a message: control characters written as Swift escapes (a tab
+    /// as \t, so that a tab is not mistaken for the space it replaced), clipped to `limit` characters.
+    static func quote(_ text: String, limit: Int = 40) -> String {
+        var out = "'"
+        var count = 0
+        for u in text.unicodeScalars {
+            if count == limit { out += "..."; break }
+            count += 1
+            switch u {
+            case "\t": out += "\\t"
+            case "\r": out += "\\r"
+            case "\n": out += "\\n"
+            case "\0": out += "\\0"
+            case _ where u.value < 0x20 || (0x7F...0x9F).contains(u.value) || u == "\u{2028}" || u == "\u{2029}":
+                out += "\\u{\(String(u.value, radix: 16, uppercase: true))}"
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "'"
+    }
+
     /// Why `path` cannot be opened, in the project's words ("no such file", "is a folder, not a file", or the
     /// system's reason), or nil when it can.
     static func openFailure(_ path: String) -> String? {

@@ -35,7 +35,7 @@ public struct Vocabulary: Sendable, Equatable {
             if token.isEmpty { throw SpeechDataError.tokenizer(path: path, line: line, reason: "is empty; each line is one token") }
             if let first = lineOf[Array(raw)] {
                 throw SpeechDataError.tokenizer(path: path, line: line,
-                                                reason: "token \(InteropError.excerpt(token)) is already on line \(first)")
+                                                reason: "token \(SpeechDataError.quote(token)) is already on line \(first)")
             }
             lineOf[Array(raw)] = line
             tokens.append(token)
@@ -218,8 +218,8 @@ public final class SentencePieceTokenizer: Tokenizer, @unchecked Sendable {
             }
             let piece = String(decoding: buffer.prefix(max(n, 0)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
             guard n >= 0, Array(piece.utf8) == Array(vocabulary.tokens[id].utf8) else {
-                throw fail("piece \(id) is \(InteropError.excerpt(piece)) but line \(id + 1) of \(vocabulary.path) is "
-                    + "\(InteropError.excerpt(vocabulary.tokens[id])); the model and the vocabulary do not belong together")
+                throw fail("piece \(id) is \(SpeechDataError.quote(piece)) but line \(id + 1) of \(vocabulary.path) is "
+                    + "\(SpeechDataError.quote(vocabulary.tokens[id])); the model and the vocabulary do not belong together")
             }
         }
         let unk = speechain_sp_unk_id(p)
@@ -259,7 +259,7 @@ public final class SentencePieceTokenizer: Tokenizer, @unchecked Sendable {
         }
         if let failure {
             throw SpeechDataError.tokenizer(path: modelPath, line: nil,
-                                            reason: "cannot encode \(InteropError.excerpt(text)) (\(failure))")
+                                            reason: "cannot encode \(SpeechDataError.quote(text)) (\(failure))")
         }
     }
 

@@ -67,7 +67,7 @@ private func writeBytes(_ bytes: [UInt8], _ name: String, in dir: URL) throws ->
     @Test(arguments: [
         ("a x\nb y\na z\n", Kind.wav, 3, "index 'a' is already defined on line 1"),
         ("a x\nb\n", .wav, 2, "has no value after its index 'b'"),
-        ("a x\nb\ty\n", .wav, 2, "(a tab does not separate them, a space does)"),
+        ("a x\nb\ty\n", .wav, 2, "has no value after its index 'b\\ty' (a tab does not separate them, a space does)"),
         ("a x\n\nb y\n", .wav, 2, "is empty"),
         (" a x\n", .wav, 1, "starts with a space"),
         ("a x\nb \n", .wav, 2, "index 'b': has nothing after the space"),
