@@ -159,6 +159,26 @@ import Testing
         #expect(voices["valid"]!.isDisjoint(with: voices["test"]!))
         // tiny as it is, the train set is spoken by many voices
         #expect(voices["train"]!.count >= 20, "\(voices["train"]!.count) training voices")
+
+        // A tiny train set hears only some of its voices, so the pools themselves (corpus_meta.txt's
+        // "voices <set> (N): spk(G) …" lines) must be disjoint too, and each set speaks from its own pool.
+        let meta = try String(contentsOf: out.appendingPathComponent("corpus_meta.txt"), encoding: .utf8)
+        var pools: [String: Set<String>] = [:]
+        for line in meta.split(separator: "\n") where line.hasPrefix("voices ") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            let set = String(parts[0].split(separator: " ")[1])
+            let list = parts[1].split(separator: " ").map { String($0.split(separator: "(")[0]) }
+            #expect(Set(list).count == list.count, "\(set): a voice listed twice")
+            pools[set] = Set(list)
+        }
+        #expect(Set(pools.keys) == Set(Self.sets), "\(meta)")
+        for set in Self.sets { #expect(voices[set]!.isSubset(of: pools[set] ?? []), "\(set) speaks outside its pool") }
+        if let train = pools["train"], let valid = pools["valid"], let test = pools["test"] {
+            #expect(test.isDisjoint(with: train), "test voices in the train pool: \(test.intersection(train))")
+            #expect(valid.isDisjoint(with: train), "valid voices in the train pool: \(valid.intersection(train))")
+            #expect(valid.isDisjoint(with: test))
+            #expect(test.count >= 8 && valid.count >= 4 && train.count >= 40, "\(test.count) \(valid.count) \(train.count)")
+        }
     }
 
     /// SpeeChain's vocab_generator.py for token_type char: data/char/<set>/full_tokens/<txt_format>/vocab holds
