@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # MPI and BLAS; the speech path's audio I/O, resampling, FFT and tokenizer libraries; espeak-ng and sox for the
 # spoken-digits corpus
-packages=(libopenmpi-dev openmpi-bin libopenblas-dev pkg-config
+packages=(libopenmpi-dev openmpi-bin libopenblas-dev pkg-config sentencepiece
           libsndfile1-dev libsoxr-dev libfftw3-dev libsentencepiece-dev espeak-ng sox)
 missing=()
 for p in "${packages[@]}"; do

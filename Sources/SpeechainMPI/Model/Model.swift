@@ -16,17 +16,6 @@ public struct NamedValues: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// One batch: features [rows, cols] row-major and an integer label per row.
-public struct Batch: Sendable {
-    public var features: [Float]
-    public var labels: [Int32]
-    public var cols: Int
-    public var rows: Int { labels.count }
-    public init(features: [Float], labels: [Int32], cols: Int) {
-        self.features = features; self.labels = labels; self.cols = cols
-    }
-}
-
 /// A trainable model: first-level modules over one ParameterStore; `forward` computes every named loss
 /// (always `loss`) and metric; `backward` adds seed·∂loss/∂θ into the gradient buffer for the parameters of
 /// the given modules only, skipping work no requested gradient depends on.

@@ -64,18 +64,31 @@ public struct Dataset: Sendable {
         return try Dataset(features: features, labels: labels, width: width)
     }
 
-    /// The rows `indices` as one batch, written into `batch` (its arrays keep their capacity, so no allocation
-    /// once the largest batch has been seen).
+    /// The rows `indices` as one batch, written into `batch` (`feat` [rows, width], `label` [rows]; the arrays keep
+    /// their capacity, so no allocation once the largest batch has been seen).
     public func fill(_ batch: inout Batch, rows indices: ArraySlice<Int>) {
-        batch.cols = width
-        batch.features.removeAll(keepingCapacity: true)
-        batch.labels.removeAll(keepingCapacity: true)
-        features.withUnsafeBufferPointer { f in
-            for i in indices {
-                batch.features.append(contentsOf: f[(i * width)..<((i + 1) * width)])
-                batch.labels.append(labels[i])
+        indices.withUnsafeBufferPointer { rows in fillRows(&batch, count: rows.count) { k in rows[k] } }
+    }
+
+    /// The rows `order[start]`, `order[start + step]`, … (`count` of them) as one batch: a rank's stride share of a
+    /// global batch.
+    public func fill(_ batch: inout Batch, from order: [Int], start: Int, count: Int, step: Int) {
+        fillRows(&batch, count: count) { k in order[start + k * step] }
+    }
+
+    private func fillRows(_ batch: inout Batch, count: Int, row: (Int) -> Int) {
+        let f = batch.slot("feat"), l = batch.slot("label")
+        batch.tensors[f].resetFloats(count, width)
+        batch.tensors[l].resetInts(count)
+        features.withUnsafeBufferPointer { src in
+            batch.tensors[f].floats.withUnsafeMutableBufferPointer { dst in
+                for k in 0..<count {
+                    let i = row(k)
+                    (dst.baseAddress! + k * width).update(from: src.baseAddress! + i * width, count: width)
+                }
             }
         }
+        for k in 0..<count { batch.tensors[l].ints[k] = labels[row(k)] }
     }
 
     /// The epoch's order of rows: shuffled from (seed, epoch) or in order.

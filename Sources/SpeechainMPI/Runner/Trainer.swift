@@ -191,7 +191,7 @@ public final class Trainer {
         let context = ForwardContext(training: true, rng: Xoshiro256(seed: exp.seed, stream: UInt64(epoch) << 20 | UInt64(communicator.rank)),
                                      amp: exp.training.autocast)
         var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
-        var batch = Batch(features: [], labels: [], cols: trainSet.width)
+        var batch = Batch()
         var reports: [StepReport] = []
         let order = trainSet.order(epoch: epoch, seed: exp.seed, shuffle: exp.shuffle)
         let b = exp.batchSize, rank = communicator.rank, world = communicator.size
@@ -219,8 +219,11 @@ public final class Trainer {
                 throw DistributedError.injected(rank: rank, step: stepNum)
             }
             timer.measure("data_time", "loader") {
-                let first = (i * world + rank) * b
-                trainSet.fill(&batch, rows: order[first..<(first + b)])
+                // global batch i is order[i·world·b ..< (i+1)·world·b]; this rank takes the rank-th block of b rows
+                // (tables are shuffled by row, so a block is as good as SpeeChain's stride, which matters for
+                // length-sorted speech; and a block keeps 1 rank × accum_grad w equal to w ranks, micro-batch by
+                // micro-batch)
+                trainSet.fill(&batch, from: order, start: (i * world + rank) * b, count: b, step: 1)
             }
             try timer.measure("forward_time", "model") {
                 try model.forward(batch, context: context, losses: &losses, metrics: &metrics)
@@ -486,7 +489,7 @@ public final class Trainer {
     /// float32 even under use_amp: each rank takes every size-th batch, the sums are allreduced.
     public func evaluate(_ set: Dataset) throws -> [String: Double] {
         var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
-        var batch = Batch(features: [], labels: [], cols: set.width)
+        var batch = Batch()
         // float32 like SpeeChain, which validates outside autocast "for accurate validation"
         let context = ForwardContext(training: false, amp: nil)
         let order = Array(0..<set.count)
