@@ -36,6 +36,20 @@ extension Optional where Wrapped == OptionText {
     }
 }
 
+/// Every value of a repeatable option the root command also declares (`--set`), given after `subcommand`.
+func argumentValues(_ option: String, after subcommand: String) -> [String] {
+    let args = CommandLine.arguments
+    guard let start = args.firstIndex(of: subcommand) else { return [] }
+    var found: [String] = []
+    var i = start + 1
+    while i < args.count {
+        if args[i] == "--\(option)", i + 1 < args.count { found.append(args[i + 1]); i += 2; continue }
+        if args[i].hasPrefix("--\(option)=") { found.append(String(args[i].dropFirst(option.count + 3))) }
+        i += 1
+    }
+    return found
+}
+
 import Foundation
 
 /// Writes a benchmark's report as `<name>.json` (snake_case keys) and `<name>.txt` under `dir`.

@@ -3,7 +3,7 @@
 /// logits = decoder(encoder(x)); losses: `loss` (cross-entropy with label smoothing); metrics: `accuracy`.
 /// Optional per-module `layer_norm` (LayerNorm after each Linear that has an activation) and `dropout`
 /// (after each activation) shift the Sequential indices exactly as they would in torch.
-public final class MLPClassifier: Model {
+public final class MLPClassifier: TableModel {
     public static let typeName = "mlp.MLPClassifier"
     public let parameters = ParameterStore()
     public let encoder: Sequential

@@ -23,11 +23,16 @@ public protocol Model: AnyObject, CustomStringConvertible {
     var parameters: ParameterStore { get }
     var lossNames: [String] { get }
     var metricNames: [String] { get }
-    var inputWidth: Int { get }
-    var classCount: Int { get }
     /// Runs the model on `batch`, writing into `losses` and `metrics` (shaped by lossNames / metricNames).
     func forward(_ batch: Batch, context: ForwardContext, losses: inout NamedValues, metrics: inout NamedValues) throws
     func backward(loss: String, seed: Float, modules: [String]) throws
+}
+
+/// A model of table rows (`feat` [rows, inputWidth], `label` [rows] in 0..<classCount): what a table's data checks
+/// itself against.
+public protocol TableModel: Model {
+    var inputWidth: Int { get }
+    var classCount: Int { get }
 }
 
 extension Model {

@@ -108,3 +108,59 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
         switch self { case .mismatch(let m): return m }
     }
 }
+
+/// A table as the trainer draws it (data_cfg `batch_size`, `shuffle`): each epoch the rows are shuffled from
+/// (seed, epoch), global batch i is the rows order[i·world·b ..< (i+1)·world·b], and rank r takes the r-th block of
+/// b of them. (Tables are shuffled by row, so a block is as good as SpeeChain's stride, which matters for
+/// length-sorted speech; and a block keeps 1 rank × accum_grad w equal to w ranks, micro-batch by micro-batch.)
+/// Evaluation: batches of b rows in order, rank r taking every world-th batch from the r-th.
+public final class TableBatches: BatchSource {
+    public let table: Dataset
+    public let batchSize: Int
+    public let shuffle: Bool
+    public let seed: UInt64
+    /// The labels' .npy file, for messages (nil for synthetic data).
+    public let labelFile: String?
+
+    public init(_ set: Dataset, batchSize: Int, shuffle: Bool, seed: UInt64, labelFile: String? = nil) {
+        self.table = set; self.batchSize = batchSize; self.shuffle = shuffle; self.seed = seed; self.labelFile = labelFile
+    }
+
+    public var itemCount: Int { table.count }
+    public var description: String { "\(table.count) rows × \(table.width) features, batch_size \(batchSize)" }
+
+    public func trainingSteps(epoch: Int, rank: Int, world: Int) -> [[Int]] {
+        let order = table.order(epoch: epoch, seed: seed, shuffle: shuffle)
+        let (global, overflow) = batchSize.multipliedReportingOverflow(by: world)
+        let steps = overflow ? 0 : table.count / global
+        return (0..<steps).map { i in Array(order[((i * world + rank) * batchSize)..<((i * world + rank + 1) * batchSize)]) }
+    }
+
+    public func evaluationSteps(rank: Int, world: Int) -> [[Int]] {
+        stride(from: rank * batchSize, to: table.count, by: batchSize * world).map { Array($0..<min($0 + batchSize, table.count)) }
+    }
+
+    public func collate(_ items: [Int], into batch: inout Batch, random: inout Xoshiro256) throws {
+        table.fill(&batch, rows: items[...])
+    }
+
+    public func check(for model: any Model, set name: String) throws {
+        guard let tableModel = model as? TableModel else {
+            throw DataError.mismatch("data_cfg.\(name) is a table (rows of features with a label), which \(type(of: model)) does not take")
+        }
+        if table.width != tableModel.inputWidth {
+            throw DataError.mismatch("the data has \(table.width) features per row but the model's input is \(tableModel.inputWidth) wide")
+        }
+        // labels are checked here, at set-up (where all ranks agree), not when a batch first meets them
+        let classes = tableModel.classCount
+        if let row = table.labels.firstIndex(where: { $0 < 0 || Int($0) >= classes }) {
+            throw DataError.mismatch("\(labelFile ?? "data_cfg.\(name)"): label \(table.labels[row]) at row \(row) is outside the model's \(classes) classes [0, \(classes - 1)]")
+        }
+    }
+
+    /// Rows, width and the CRC-32C of the features' F32 bytes and of the labels' Int32 bytes.
+    public var fingerprint: String {
+        let f = table.features.withUnsafeBytes { CRC32C.checksum($0) }, l = table.labels.withUnsafeBytes { CRC32C.checksum($0) }
+        return "\(table.count) rows × \(table.width) features (crc32c \(Checkpoint.hex(f)), labels \(Checkpoint.hex(l)))"
+    }
+}

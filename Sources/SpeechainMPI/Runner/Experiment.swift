@@ -1,18 +1,38 @@
 import Foundation
 
-/// Where a data set comes from: .npy files or the built-in synthetic generator.
+/// Where a data set comes from: .npy files or the built-in synthetic generator (tables), or SpeeChain's speech
+/// iterators over `speech_text.SpeechTextDataset`.
 public enum DataSource: Sendable, Equatable {
     case npy(features: String, labels: String)
     case synthetic(count: Int, width: Int, classes: Int, seed: UInt64)
+    case speech(SpeechTextBatches.Conf)
 
-    public func load() throws -> Dataset {
+    /// The table of a table source (nil for speech).
+    public func load() throws -> Dataset? {
         switch self {
         case .npy(let f, let l):
             return try Dataset.load(features: URL(fileURLWithPath: f), labels: URL(fileURLWithPath: l))
         case .synthetic(let n, let d, let k, let seed):
             return try Dataset.synthetic(count: n, width: d, classes: k, seed: seed)
+        case .speech:
+            return nil
         }
     }
+
+    /// The batches the trainer draws: a table with data_cfg's `batch_size` and `shuffle`, or a speech iterator
+    /// planned for `world` ranks.
+    public func makeBatches(batchSize: Int, shuffle: Bool, seed: UInt64, world: Int) throws -> any BatchSource {
+        switch self {
+        case .speech(let conf):
+            return try SpeechTextBatches(conf, world: world, seed: Int(clamping: seed))
+        case .npy(_, let labels):
+            return TableBatches(try load()!, batchSize: batchSize, shuffle: shuffle, seed: seed, labelFile: labels)
+        case .synthetic:
+            return TableBatches(try load()!, batchSize: batchSize, shuffle: shuffle, seed: seed)
+        }
+    }
+
+    public var isSpeech: Bool { if case .speech = self { return true } else { return false } }
 }
 
 /// SpeeChain's best_model_selection entry: `!tuple (valid, accuracy, max, 3)` — keep the N best epochs of a metric.
@@ -220,9 +240,20 @@ public struct Experiment: Sendable {
         let trainCfg = try Self.section(config["train_cfg"], key: "train_cfg", source: source, keyOrders: &trainCfgOrders)
         _ = try ConfReader(trainCfg, context: "\(source): train_cfg", allowedKeys: Self.trainKeys)
         let model = try Self.section(trainCfg["model"], key: "train_cfg.model", source: source)
-        let m = try ConfReader(model, context: "\(source): train_cfg.model", allowedKeys: ["model_type", "model_conf"])
+        let m = try ConfReader(model, context: "\(source): train_cfg.model", allowedKeys: ["model_type", "model_conf", "module_conf", "criterion_conf"])
         modelType = try m.string("model_type", default: MLPClassifier.typeName)
         modelConf = try Self.section(model["model_conf"], key: "train_cfg.model.model_conf", source: source)
+        // SpeeChain's models tokenise the text with customize_conf's token_type and token_path; here the data does it
+        if case .map(let custom)? = modelConf["customize_conf"], case .string(let type)? = custom["token_type"] {
+            var path: String?
+            if case .string(let p)? = custom["token_path"] { path = p }
+            for k in [0, 1] {
+                let source = k == 0 ? train : valid
+                guard case .speech(var c)? = source else { continue }
+                c.tokenType = type; c.tokenPath = path
+                if k == 0 { train = .speech(c) } else { valid = .speech(c) }
+            }
+        }
         guard let sches = trainCfg["optim_sches"] else { throw ConfigError.missing(context: "\(source): train_cfg", key: "optim_sches") }
         optimSches = sches
         // the file's order of named OptimSchedulers (train_cfg inline, or train_cfg a file of its own)
@@ -348,9 +379,60 @@ public struct Experiment: Sendable {
             let c = try ConfReader(conf, context: "\(context).conf", allowedKeys: ["count", "width", "classes", "seed"])
             return .synthetic(count: try c.int("count", default: 1024), width: try c.int("width", default: 16),
                               classes: try c.int("classes", default: 4), seed: UInt64(clamping: try c.int("seed", default: 0)))
+        case SpeechTextBatches.Conf.Iterator.abs.rawValue, SpeechTextBatches.Conf.Iterator.block.rawValue:
+            return .speech(try speechSource(iterator: SpeechTextBatches.Conf.Iterator(rawValue: type)!, conf: conf, context: "\(context).conf"))
         default:
-            throw ConfigError.invalidValue(context: context, key: "type", reason: "must be npy or synthetic, found '\(type)'")
+            throw ConfigError.invalidValue(context: context, key: "type",
+                                           reason: "must be npy, synthetic, abs.Iterator or block.BlockIterator, found '\(type)'")
         }
+    }
+
+    /// SpeeChain's iterator conf (speechain/iterator/abs.py) over `speech_text.SpeechTextDataset`.
+    private static func speechSource(iterator: SpeechTextBatches.Conf.Iterator, conf: [String: ConfigValue], context: String) throws -> SpeechTextBatches.Conf {
+        // SpeeChain's loader and GPU keys are accepted and have no effect here (one loading thread per rank)
+        let ignored = ["ngpu", "num_workers", "same_worker_seed", "pin_memory", "distributed", "seed"]
+        let batching = iterator == .block ? "batch_len" : "batch_size"
+        let r = try ConfReader(conf, context: context, allowedKeys: ["dataset_type", "dataset_conf", "data_len", "shuffle", "is_descending",
+                                                                    "batches_per_epoch", "group_info", batching] + ignored)
+        let datasetType = try r.string("dataset_type", default: "")
+        guard datasetType == "speech_text.SpeechTextDataset" else {
+            throw ConfigError.invalidValue(context: context, key: "dataset_type", reason: "must be speech_text.SpeechTextDataset, found '\(datasetType)'")
+        }
+        guard case .map(let dc)? = conf["dataset_conf"] else { throw ConfigError.missing(context: context, key: "dataset_conf") }
+        let d = try ConfReader(dc, context: "\(context).dataset_conf", allowedKeys: ["main_data", "sample_rate", "use_speed_perturb"])
+        guard case .map(let main)? = dc["main_data"] else { throw ConfigError.missing(context: "\(context).dataset_conf", key: "main_data") }
+        let m = try ConfReader(main, context: "\(context).dataset_conf.main_data", allowedKeys: ["feat", "text"])
+        guard let feat = try m.optionalStringList("feat") else { throw ConfigError.missing(context: "\(context).dataset_conf.main_data", key: "feat") }
+        guard let lengths = try r.optionalStringList("data_len") else {
+            throw ConfigError.missing(context: context, key: "data_len")
+        }
+        var c = SpeechTextBatches.Conf(iterator: iterator, featPaths: feat, textPaths: try m.optionalStringList("text") ?? [], lengthPaths: lengths)
+        c.sampleRate = try d.int("sample_rate", default: 16000)
+        guard c.sampleRate > 0 else { throw ConfigError.invalidValue(context: "\(context).dataset_conf", key: "sample_rate", reason: "must be positive") }
+        c.useSpeedPerturb = try d.bool("use_speed_perturb", default: false)
+        c.shuffle = try r.bool("shuffle", default: true)
+        switch conf["is_descending"] {
+        case nil: c.isDescending = true
+        case .null?: c.isDescending = nil
+        default: c.isDescending = try r.bool("is_descending", default: true)
+        }
+        c.batchesPerEpoch = try r.optionalInt("batches_per_epoch")
+        if let n = c.batchesPerEpoch, n <= 0 { throw ConfigError.invalidValue(context: context, key: "batches_per_epoch", reason: "must be positive") }
+        if iterator == .block {
+            // SpeeChain's recipes write batch_len as a float (2.4e7)
+            let l = try r.double("batch_len", default: 0)
+            guard l >= 1, l < 1e15 else { throw ConfigError.invalidValue(context: context, key: "batch_len", reason: "must be a positive number of samples, found \(ConfigValue.format(l))") }
+            c.batchLength = Int(l)
+        } else {
+            let b = try r.int("batch_size", default: 0)
+            guard b > 0 else { throw ConfigError.invalidValue(context: context, key: "batch_size", reason: "must be a positive number of utterances") }
+            c.batchSize = b
+        }
+        if case .map(let g)? = conf["group_info"] {
+            let gr = try ConfReader(g, context: "\(context).group_info", allowedKeys: Array(g.keys))
+            for k in g.keys { c.groupInfo[k] = try gr.optionalStringList(k) ?? [] }
+        }
+        return c
     }
 
     /// `!tuple (valid, accuracy, max, 3)`, a list of such tuples, or the string `valid accuracy max 3`.

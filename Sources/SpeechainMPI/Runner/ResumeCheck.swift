@@ -15,7 +15,7 @@ import Foundation
 /// global batches, though not bit for bit: dropout draws per rank and the sums change order).
 public enum ResumeCheck {
     /// Records in `state` what a checkpoint of this run must hold for a later resume to be checked.
-    public static func describe(_ experiment: Experiment, trainSet: Dataset, validSet: Dataset?, stepsPerEpoch: Int,
+    public static func describe(_ experiment: Experiment, trainSet: any BatchSource, validSet: (any BatchSource)?, stepsPerEpoch: Int,
                                 into state: inout CheckpointState) {
         state.stepsPerEpoch = stepsPerEpoch
         state.trajectory = trajectory(of: experiment, trainSet: trainSet, validSet: validSet)
@@ -56,13 +56,13 @@ public enum ResumeCheck {
     /// One canonical text per key that changes the weights a run reaches: the seed, the data (by content), the
     /// per-rank batch and the shuffle, the model and optim_sches configs leaf by leaf, accumulation, clipping,
     /// ft_factor, mixed precision and flush_denormal. The world size is the state's own `worldSize`.
-    public static func trajectory(of e: Experiment, trainSet: Dataset, validSet: Dataset?) -> [String: String] {
+    public static func trajectory(of e: Experiment, trainSet: any BatchSource, validSet: (any BatchSource)?) -> [String: String] {
         let o = e.training
         var t: [String: String] = [
             "seed": String(e.seed), "batch_size": String(e.batchSize), "shuffle": String(e.shuffle),
             "accum_grad": String(o.accumGrad), "ft_factor": number(o.ftFactor), "grad_clip": number(o.gradClip),
             "grad_norm_type": number(o.gradNormType), "use_amp": String(o.useAMP), "flush_denormal": String(e.flushDenormal),
-            "model_type": e.modelType, "data_cfg.train": fingerprint(trainSet),
+            "model_type": e.modelType, "data_cfg.train": trainSet.fingerprint,
         ]
         if o.useAMP {
             let s = o.scaler
@@ -70,16 +70,10 @@ public enum ResumeCheck {
             t["grad_scaler"] = "{backoff_factor: \(number(Double(s.backoffFactor))), enabled: \(s.enabled), "
                 + "growth_factor: \(number(Double(s.growthFactor))), growth_interval: \(s.growthInterval), init_scale: \(number(Double(s.scale)))}"
         }
-        if let validSet { t["data_cfg.valid"] = fingerprint(validSet) }
+        if let validSet { t["data_cfg.valid"] = validSet.fingerprint }
         flatten(.map(e.modelConf), prefix: "model_conf", into: &t)
         flatten(e.optimSches, prefix: "optim_sches", into: &t)
         return t
-    }
-
-    /// Rows, width and the CRC-32C of the features' F32 bytes and of the labels' Int32 bytes.
-    static func fingerprint(_ set: Dataset) -> String {
-        let f = set.features.withUnsafeBytes { CRC32C.checksum($0) }, l = set.labels.withUnsafeBytes { CRC32C.checksum($0) }
-        return "\(set.count) rows × \(set.width) features (crc32c \(Checkpoint.hex(f)), labels \(Checkpoint.hex(l)))"
     }
 
     /// Every leaf of a config tree under its dotted path (lists are leaves), so that a change names its key.

@@ -44,8 +44,10 @@ public final class Trainer {
     public let communicator: Communicator
     public let timer = StepTimer()
     private let synchronizers: [GradientAllreduce?]
-    private let trainSet: Dataset
-    private let validSet: Dataset?
+    private let trainSet: any BatchSource
+    private let validSet: (any BatchSource)?
+    /// The batches the loading thread fills, kept across epochs (their buffers sized for the largest batch).
+    private let slots = BatchSlots(count: 2)
     private let monitor: Monitor
     private let logger: Logger
     private let resultDir: URL?
@@ -66,27 +68,17 @@ public final class Trainer {
         let monitor = Monitor(active: communicator.isRoot, directory: resultDir, output: output)
         self.monitor = monitor
         logger = Logger(label: "speechain-mpi") { _ in MonitorLogHandler(monitor: monitor) }
-        trainSet = try experiment.train.load()
-        validSet = try experiment.valid?.load()
+        let world = communicator.size
+        trainSet = try experiment.train.makeBatches(batchSize: experiment.batchSize, shuffle: experiment.shuffle, seed: experiment.seed, world: world)
+        validSet = try experiment.valid?.makeBatches(batchSize: experiment.batchSize, shuffle: false, seed: experiment.seed, world: world)
         model = try Models.make(type: experiment.modelType, conf: experiment.modelConf, seed: experiment.seed)
         if let path = experiment.initWeights {
             let file = try Safetensors.read(contentsOf: URL(fileURLWithPath: path))
             try model.parameters.load(file.tensors, source: path)
         }
-        for set in [trainSet] + (validSet.map { [$0] } ?? []) where set.width != model.inputWidth {
-            throw DataError.mismatch("the data has \(set.width) features per row but the model's input is \(model.inputWidth) wide")
-        }
-        // labels are checked here, at set-up (where all ranks agree), not when a batch first meets them
-        let classes = model.classCount
-        var sets = [("train", experiment.train, trainSet)]
-        if let v = validSet, let source = experiment.valid { sets.append(("valid", source, v)) }
-        for (name, source, set) in sets {
-            if let row = set.labels.firstIndex(where: { $0 < 0 || Int($0) >= classes }) {
-                let file: String
-                if case .npy(_, let labels) = source { file = labels } else { file = "data_cfg.\(name)" }
-                throw DataError.mismatch("\(file): label \(set.labels[row]) at row \(row) is outside the model's \(classes) classes [0, \(classes - 1)]")
-            }
-        }
+        // checked here, at set-up (where all ranks agree), not when a batch first meets them
+        try trainSet.check(for: model, set: "train")
+        try validSet?.check(for: model, set: "valid")
         for s in experiment.bestModelSelection where !(model.lossNames + model.metricNames).contains(s.metric) {
             throw ConfigError.invalidValue(context: "experiment", key: "best_model_selection",
                 reason: "names no loss or metric of the model ('\(s.metric)'); it has: \((model.lossNames + model.metricNames).joined(separator: ", "))")
@@ -100,10 +92,9 @@ public final class Trainer {
             synchronizers = built.map { _ in nil }
         }
         schedulers = built
-        let (globalBatch, overflow) = experiment.batchSize.multipliedReportingOverflow(by: communicator.size)
-        let local = overflow ? 0 : trainSet.count / globalBatch
+        let local = trainSet.trainingSteps(epoch: 1, rank: communicator.rank, world: world).count
         guard local > 0 else {
-            throw DataError.mismatch("the training set has \(trainSet.count) rows, fewer than one batch of \(experiment.batchSize) per rank × \(communicator.size) ranks")
+            throw DataError.mismatch("the training set has \(trainSet.itemCount) rows, fewer than one batch of \(experiment.batchSize) per rank × \(communicator.size) ranks")
         }
         localStepsPerEpoch = local
         state.seed = experiment.seed
@@ -191,10 +182,12 @@ public final class Trainer {
         let context = ForwardContext(training: true, rng: Xoshiro256(seed: exp.seed, stream: UInt64(epoch) << 20 | UInt64(communicator.rank)),
                                      amp: exp.training.autocast)
         var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
-        var batch = Batch()
         var reports: [StepReport] = []
-        let order = trainSet.order(epoch: epoch, seed: exp.seed, shuffle: exp.shuffle)
-        let b = exp.batchSize, rank = communicator.rank, world = communicator.size
+        let rank = communicator.rank, world = communicator.size
+        // batches loaded ahead on the loading thread; its random draws (speed perturbation) from (seed, epoch, rank)
+        let loader = BatchLoader(source: trainSet, steps: Array(trainSet.trainingSteps(epoch: epoch, rank: rank, world: world).prefix(stepsPerEpoch)),
+                                 slots: slots, random: Xoshiro256(seed: exp.seed, stream: 0x10AD_0000_0000 | UInt64(epoch) << 20 | UInt64(rank)))
+        defer { loader.finish() }
         let n = valueNames.count
         // per-step values of the current report window, rank-local until averaged at the report
         let interval = reportInterval
@@ -218,15 +211,10 @@ public final class Trainer {
                 if f.mode == .kill { kill(getpid(), SIGKILL) }
                 throw DistributedError.injected(rank: rank, step: stepNum)
             }
-            timer.measure("data_time", "loader") {
-                // global batch i is order[i·world·b ..< (i+1)·world·b]; this rank takes the rank-th block of b rows
-                // (tables are shuffled by row, so a block is as good as SpeeChain's stride, which matters for
-                // length-sorted speech; and a block keeps 1 rank × accum_grad w equal to w ranks, micro-batch by
-                // micro-batch)
-                trainSet.fill(&batch, from: order, start: (i * world + rank) * b, count: b, step: 1)
-            }
+            // the time this step waited for its batch (the loading itself runs alongside the previous step)
+            guard let batch = try timer.measure("data_time", "loader", { try loader.next() }) else { break }
             try timer.measure("forward_time", "model") {
-                try model.forward(batch, context: context, losses: &losses, metrics: &metrics)
+                try model.forward(batch.pointee, context: context, losses: &losses, metrics: &metrics)
             }
             var record = StepRecord(step: stepNum, epoch: epoch, values: [:])
             var updated = false
@@ -485,25 +473,25 @@ public final class Trainer {
         guard Set(all).count == 1 else { throw DistributedError.diverged(update: update, checksums: all) }
     }
 
-    /// Every loss and metric of the model averaged over a data set (weighted by rows), forward only and in
-    /// float32 even under use_amp: each rank takes every size-th batch, the sums are allreduced.
-    public func evaluate(_ set: Dataset) throws -> [String: Double] {
+    /// Every loss and metric of the model averaged over a data set (weighted by items: rows or utterances),
+    /// forward only and in float32 even under use_amp: each rank takes its share of the batches, the sums are
+    /// allreduced.
+    public func evaluate(_ set: any BatchSource) throws -> [String: Double] {
         var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
-        var batch = Batch()
         // float32 like SpeeChain, which validates outside autocast "for accurate validation"
         let context = ForwardContext(training: false, amp: nil)
-        let order = Array(0..<set.count)
         let n = valueNames.count
-        var sums = [Double](repeating: 0, count: n + 1)   // value·rows per name, then rows
-        var start = communicator.rank * experiment.batchSize
-        while start < set.count {
-            let end = min(start + experiment.batchSize, set.count)
-            set.fill(&batch, rows: order[start..<end])
-            try model.forward(batch, context: context, losses: &losses, metrics: &metrics)
-            let rows = Double(end - start)
-            for (j, v) in (losses.values + metrics.values).enumerated() { sums[j] += Double(v) * rows }
-            sums[n] += rows
-            start += experiment.batchSize * communicator.size
+        var sums = [Double](repeating: 0, count: n + 1)   // value·items per name, then items
+        let steps = set.evaluationSteps(rank: communicator.rank, world: communicator.size)
+        let loader = BatchLoader(source: set, steps: steps, slots: slots, random: Xoshiro256(seed: experiment.seed, stream: 0xE7A1))
+        defer { loader.finish() }
+        var k = 0
+        while let batch = try loader.next() {
+            try model.forward(batch.pointee, context: context, losses: &losses, metrics: &metrics)
+            let items = Double(steps[k].count)
+            k += 1
+            for (j, v) in (losses.values + metrics.values).enumerated() { sums[j] += Double(v) * items }
+            sums[n] += items
         }
         try sums.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0.baseAddress!, count: n + 1) }
         return Dictionary(uniqueKeysWithValues: valueNames.enumerated().map { ($1, sums[$0] / sums[n]) })

@@ -67,7 +67,7 @@ import Testing
         (["--config", "{dir}/unbuilt.yaml"], "unbuilt.yaml: not built yet: test: true (the test stage)"),
         (["--config", "{dir}/misspelt.yaml"], "misspelt.yaml: unknown key 'num_epoch' (num_epochs?)"),
         (["--set", "=3"], "--set expects key=value, found '=3'"),
-        (["--set", "data_cfg.train.type=csv"], "'type' must be npy or synthetic, found 'csv'"),
+        (["--set", "data_cfg.train.type=csv"], "'type' must be npy, synthetic, abs.Iterator or block.BlockIterator, found 'csv'"),
         (["--set", "train_cfg.model.model_type=mlp.Big"], "unknown model_type 'mlp.Big'"),
         (["--set", "train_cfg.optim_sches={}"], "'optim_sches' is empty"),
         (["--set", "train_cfg.optim_sches.conf.updated_modules=[middle]"], "'updated_modules' names no module of the model ('middle')"),

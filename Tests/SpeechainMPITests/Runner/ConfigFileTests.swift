@@ -114,7 +114,7 @@ import Testing
         ("accum_grad", ConfigValue.string("two"), "'accum_grad' must be an integer"),
         ("best_model_selection", ConfigValue.string("valid accuracy best 3"), "must be (set, metric, max|min, N)"),
         ("data_cfg.batch_size", ConfigValue.int(0), "'batch_size' must be >= 1"),
-        ("data_cfg.train.type", ConfigValue.string("csv"), "must be npy or synthetic"),
+        ("data_cfg.train.type", ConfigValue.string("csv"), "must be npy, synthetic, abs.Iterator or block.BlockIterator"),
         ("train_cfg.model.model_type", ConfigValue.string("rnn.Seq2Seq"), "unknown model_type 'rnn.Seq2Seq'"),
     ])
     func badKeysAreNamed(path: String, value: ConfigValue, message: String) throws {
