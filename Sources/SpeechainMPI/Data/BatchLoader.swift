@@ -54,9 +54,6 @@ public final class BatchLoader {
         started = true
     }
 
-    /// Steps this loader was given.
-    public var stepCount: Int { steps.count }
-
     /// The next batch (nil after the last one). Valid until the following call.
     public func next() throws -> UnsafeMutablePointer<Batch>? {
         if taken > 0 { free.signal() }   // the previous batch is done with
@@ -69,6 +66,11 @@ public final class BatchLoader {
         let slot = slots.pointer + taken % slots.count
         taken += 1
         return slot
+    }
+
+    /// The generator of an epoch's loading on one rank (speed perturbation): one stream per (seed, epoch, rank).
+    public static func random(seed: UInt64, epoch: Int, rank: Int) -> Xoshiro256 {
+        Xoshiro256(seed: seed, stream: 0x10AD_0000_0000 | UInt64(epoch) << 20 | UInt64(rank))
     }
 
     /// Stops the loading thread (after the batch it is loading) and waits for it.

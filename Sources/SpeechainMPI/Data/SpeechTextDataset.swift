@@ -94,27 +94,23 @@ public final class SpeechTextBatches: BatchSource {
         // every audio file's header, before any step: a bad file stops every rank at set-up
         for (k, path) in audioPaths.enumerated() {
             do {
-                let info = try AudioFile.info(path)
-                if info.channels != 1 { throw AudioFile.failure(path, .multiChannel, "has \(info.channels) channels; speech is read as mono only") }
-                if info.frames == 0 { throw AudioFile.failure(path, .empty, "holds no samples") }
-                if info.sampleRate < conf.sampleRate {
-                    throw AudioFile.failure(path, .sampleRateTooLow, "is sampled at \(info.sampleRate) Hz, below the configured sample_rate of \(conf.sampleRate) Hz (audio is only resampled down)")
-                }
+                try reader.checkHeader(path)
             } catch let error as SpeechDataError {
                 let (file, line) = wav.origin(of: indices[k])!
                 throw SpeechDataError.indexFile(path: file, line: line, reason: error.description)
             }
         }
+        let strategy: BatchIterator.Strategy
         switch conf.iterator {
         case .abs:
             guard let b = conf.batchSize, b > 0 else { throw SpeechDataError.setting("abs.Iterator needs batch_size > 0") }
-            iterator = BatchIterator(lengths: lengths, strategy: .fixed(batchSize: b), isDescending: conf.isDescending, world: world,
-                                     shuffle: conf.shuffle, seed: seed, batchesPerEpoch: conf.batchesPerEpoch)
+            strategy = .fixed(batchSize: b)
         case .block:
             guard let l = conf.batchLength, l > 0 else { throw SpeechDataError.setting("block.BlockIterator needs batch_len > 0") }
-            iterator = BatchIterator(lengths: lengths, strategy: .block(batchLength: l), isDescending: conf.isDescending, world: world,
-                                     shuffle: conf.shuffle, seed: seed, batchesPerEpoch: conf.batchesPerEpoch)
+            strategy = .block(batchLength: l)
         }
+        iterator = BatchIterator(lengths: lengths, strategy: strategy, isDescending: conf.isDescending, world: world,
+                                 shuffle: conf.shuffle, seed: seed, batchesPerEpoch: conf.batchesPerEpoch)
         guard iterator.stepsPerEpoch > 0 else {
             throw SpeechDataError.setting("\(conf.featPaths.joined(separator: " + ")): \(indices.count) utterances make no batch that \(world) ranks can share")
         }

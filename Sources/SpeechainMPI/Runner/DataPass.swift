@@ -45,13 +45,13 @@ public final class DataPass {
     @discardableResult
     public func run(epoch: Int = 1) throws -> Totals {
         let rank = communicator.rank, world = communicator.size
-        let steps = try communicator.allreduceMin(source.trainingSteps(epoch: epoch, rank: rank, world: world).count)
+        let local = source.trainingSteps(epoch: epoch, rank: rank, world: world)
+        let steps = try communicator.allreduceMin(local.count)
         say("data_cfg.train: \(source)")
         if world > 1 { say("\(world) ranks: each global batch is split by stride, rank r taking every \(world) utterances from one offset (\(steps) steps on every rank)") }
         let slots = BatchSlots(count: 2)
-        let plan = Array(source.trainingSteps(epoch: epoch, rank: rank, world: world).prefix(steps))
-        let loader = BatchLoader(source: source, steps: plan,
-                                 slots: slots, random: Xoshiro256(seed: experiment.seed, stream: 0x10AD_0000_0000 | UInt64(epoch) << 20 | UInt64(rank)))
+        let loader = BatchLoader(source: source, steps: Array(local.prefix(steps)), slots: slots,
+                                 random: BatchLoader.random(seed: experiment.seed, epoch: epoch, rank: rank))
         defer { loader.finish() }
         var totals = Totals()
         var features: [Float] = [], featureLengths: [Int] = []
@@ -86,7 +86,7 @@ public final class DataPass {
             totals.waitSeconds += Double(t1 - t0) * 1e-9
             totals.frontendSeconds += Double(t2 - t1) * 1e-9
         }
-        let local = totals
+        let rankItems = totals.items
         var counts = [Double(totals.items), Double(totals.samples), Double(totals.frames), Double(totals.tokens),
                       totals.waitSeconds, totals.frontendSeconds]
         try counts.withUnsafeMutableBufferPointer { try communicator.allreduceSum($0.baseAddress!, count: $0.count) }
@@ -94,7 +94,7 @@ public final class DataPass {
                          waitSeconds: counts[4] / Double(world), frontendSeconds: counts[5] / Double(world))
         if all.steps == 0 { all.waitSeconds = 0 }
         let rate = Double(frontend?.sampleRate ?? 16000)
-        say("epoch \(epoch): \(all.steps) steps, \(all.items) utterances over \(world) rank(s) (rank 0: \(local.items)), "
+        say("epoch \(epoch): \(all.steps) steps, \(all.items) utterances over \(world) rank(s) (rank 0: \(rankItems)), "
             + String(format: "%.1f s of audio", Double(all.samples) / rate)
             + (frontend != nil ? ", \(all.frames) frames" : "") + (all.tokens > 0 ? ", \(all.tokens) tokens" : ""))
         say(String(format: "per step and rank: waited for the batch %.3f ms, frontend %.3f ms (the loading thread reads the next batch meanwhile)",

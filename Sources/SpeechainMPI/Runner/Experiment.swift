@@ -247,12 +247,13 @@ public struct Experiment: Sendable {
         if case .map(let custom)? = modelConf["customize_conf"], case .string(let type)? = custom["token_type"] {
             var path: String?
             if case .string(let p)? = custom["token_path"] { path = p }
-            for k in [0, 1] {
-                let source = k == 0 ? train : valid
-                guard case .speech(var c)? = source else { continue }
+            func tokenised(_ source: DataSource) -> DataSource {
+                guard case .speech(var c) = source else { return source }
                 c.tokenType = type; c.tokenPath = path
-                if k == 0 { train = .speech(c) } else { valid = .speech(c) }
+                return .speech(c)
             }
+            train = tokenised(train)
+            valid = valid.map(tokenised)
         }
         guard let sches = trainCfg["optim_sches"] else { throw ConfigError.missing(context: "\(source): train_cfg", key: "optim_sches") }
         optimSches = sches

@@ -186,7 +186,7 @@ public final class Trainer {
         let rank = communicator.rank, world = communicator.size
         // batches loaded ahead on the loading thread; its random draws (speed perturbation) from (seed, epoch, rank)
         let loader = BatchLoader(source: trainSet, steps: Array(trainSet.trainingSteps(epoch: epoch, rank: rank, world: world).prefix(stepsPerEpoch)),
-                                 slots: slots, random: Xoshiro256(seed: exp.seed, stream: 0x10AD_0000_0000 | UInt64(epoch) << 20 | UInt64(rank)))
+                                 slots: slots, random: BatchLoader.random(seed: exp.seed, epoch: epoch, rank: rank))
         defer { loader.finish() }
         let n = valueNames.count
         // per-step values of the current report window, rank-local until averaged at the report

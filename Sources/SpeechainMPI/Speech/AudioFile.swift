@@ -38,12 +38,8 @@ public enum AudioFile {
         let file = try Handle(path)
         defer { file.close() }
         let info = file.info
-        guard info.channels == 1 else {
-            throw failure(path, .multiChannel, "has \(info.channels) channels; speech is read as mono only (SpeeChain's "
-                + "frontend takes [T, 1]); mix it down first, e.g. sox in.wav -c 1 out.wav")
-        }
+        try checkHeader(info, path)
         if let frames = info.frames {
-            guard frames > 0 else { throw failure(path, .empty, "holds no samples") }
             resize(&samples, to: frames)
             let got = samples.withUnsafeMutableBufferPointer { sf_readf_float(file.sndfile, $0.baseAddress, sf_count_t(frames)) }
             try file.checkDecoder(path)
@@ -72,6 +68,15 @@ public enum AudioFile {
             throw failure(path, .nonFinite, "sample \(i) is \(samples[i]); audio must be finite")
         }
         return info.sampleRate
+    }
+
+    /// What `read` requires of a header: one channel and, where the header gives a length, at least one sample.
+    static func checkHeader(_ info: Info, _ path: String) throws {
+        guard info.channels == 1 else {
+            throw failure(path, .multiChannel, "has \(info.channels) channels; speech is read as mono only (SpeeChain's "
+                + "frontend takes [T, 1]); mix it down first, e.g. sox in.wav -c 1 out.wav")
+        }
+        if let frames = info.frames, frames <= 0 { throw failure(path, .empty, "holds no samples") }
     }
 
     static func failure(_ path: String, _ kind: SpeechDataError.AudioFailure, _ reason: String) -> SpeechDataError {

@@ -19,16 +19,28 @@ public final class AudioReader {
         self.sampleRate = sampleRate
     }
 
-    /// Reads `path` into `samples` at `sampleRate` (contents replaced, capacity kept) and returns the file's own
-    /// sample rate.
-    @discardableResult
-    public func read(_ path: String, into samples: inout [Float]) throws -> Int {
-        let fileRate = try AudioFile.read(path, into: &scratch)
+    /// What `read` checks before decoding, from the header alone (a truncated WAV shows there too; a damaged
+    /// compressed file only when decoded): the file opens, is mono, not empty, and not below `sampleRate`.
+    public func checkHeader(_ path: String) throws {
+        let info = try AudioFile.info(path)
+        try AudioFile.checkHeader(info, path)
+        try checkRate(info.sampleRate, path)
+    }
+
+    private func checkRate(_ fileRate: Int, _ path: String) throws {
         if fileRate < sampleRate {
             throw SpeechDataError.audio(path: path, failure: .sampleRateTooLow,
                                         reason: "is sampled at \(fileRate) Hz, below the configured sample_rate of "
                                             + "\(sampleRate) Hz (audio is only resampled down)")
         }
+    }
+
+    /// Reads `path` into `samples` at `sampleRate` (contents replaced, capacity kept) and returns the file's own
+    /// sample rate.
+    @discardableResult
+    public func read(_ path: String, into samples: inout [Float]) throws -> Int {
+        let fileRate = try AudioFile.read(path, into: &scratch)
+        try checkRate(fileRate, path)
         if fileRate == sampleRate {
             swap(&samples, &scratch)
             return fileRate
