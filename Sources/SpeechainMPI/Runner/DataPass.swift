@@ -48,7 +48,7 @@ public final class DataPass {
         let local = source.trainingSteps(epoch: epoch, rank: rank, world: world)
         let steps = try communicator.allreduceMin(local.count)
         say("data_cfg.train: \(source)")
-        if world > 1 { say("\(world) ranks: each global batch is split by stride, rank r taking every \(world) utterances from one offset (\(steps) steps on every rank)") }
+        if world > 1 { say("\(world) ranks: each global batch is split by stride, rank r takes utterances r, r+\(world), r+\(2*world), … of it (\(steps) steps on every rank)") }
         let slots = BatchSlots(count: 2)
         let loader = BatchLoader(source: source, steps: Array(local.prefix(steps)), slots: slots,
                                  random: BatchLoader.random(seed: experiment.seed, epoch: epoch, rank: rank))
