@@ -16,8 +16,13 @@ public final class ForwardContext {
     public var training: Bool
     public var rng: Xoshiro256
     public var amp: ReducedPrecision?
-    public init(training: Bool = true, rng: Xoshiro256 = Xoshiro256(seed: 0), amp: ReducedPrecision? = nil) {
-        self.training = training; self.rng = rng; self.amp = amp
+    /// The epoch being trained (SpeeChain passes it to the model: feature normalisation freezes after max_epoch_num).
+    public var epoch: Int?
+    /// Adds doubles over all ranks in place (statistics of the global batch: normalize, SyncBatchNorm); nil alone.
+    public var reduce: ((UnsafeMutablePointer<Double>, Int) throws -> Void)?
+    public init(training: Bool = true, rng: Xoshiro256 = Xoshiro256(seed: 0), amp: ReducedPrecision? = nil, epoch: Int? = nil,
+                reduce: ((UnsafeMutablePointer<Double>, Int) throws -> Void)? = nil) {
+        self.training = training; self.rng = rng; self.amp = amp; self.epoch = epoch; self.reduce = reduce
     }
 }
 

@@ -1,9 +1,14 @@
 /// The registry `model_type` is looked up in, building a model from its `model_conf`.
 public enum Models {
-    public static let types = [MLPClassifier.typeName]
+    public static let types = [MLPClassifier.typeName, ARASR.typeName]
 
-    public static func make(type: String, conf: [String: ConfigValue], seed: UInt64) throws -> any Model {
+    /// `conf` is train_cfg.model.model_conf; `moduleConf` and `criterionConf` are train_cfg.model's module_conf and
+    /// criterion_conf (SpeeChain's layout; the MLP also reads them from inside model_conf).
+    public static func make(type: String, conf: [String: ConfigValue], moduleConf: [String: ConfigValue] = [:],
+                            criterionConf: [String: ConfigValue] = [:], seed: UInt64) throws -> any Model {
         switch type {
+        case ARASR.typeName:
+            return try ARASR.make(modelConf: conf, moduleConf: moduleConf, criterionConf: criterionConf, seed: seed)
         case MLPClassifier.typeName:
             let conf = try flattenSpeeChainShape(conf)
             let reader = try ConfReader(conf, context: "model_conf", allowedKeys: ["encoder", "decoder", "label_smoothing"])

@@ -88,6 +88,9 @@ public struct Experiment: Sendable {
     public var valid: DataSource?
     public var modelType = MLPClassifier.typeName
     public var modelConf: [String: ConfigValue]
+    /// train_cfg.model.module_conf and criterion_conf (SpeeChain's places for them).
+    public var moduleConf: [String: ConfigValue] = [:]
+    public var criterionConf: [String: ConfigValue] = [:]
     public var optimSches: ConfigValue
     /// Safetensors weights to start from (PyTorch names).
     public var initWeights: String?
@@ -243,6 +246,8 @@ public struct Experiment: Sendable {
         let m = try ConfReader(model, context: "\(source): train_cfg.model", allowedKeys: ["model_type", "model_conf", "module_conf", "criterion_conf"])
         modelType = try m.string("model_type", default: MLPClassifier.typeName)
         modelConf = try Self.section(model["model_conf"], key: "train_cfg.model.model_conf", source: source)
+        moduleConf = try Self.section(model["module_conf"] ?? .map([:]), key: "train_cfg.model.module_conf", source: source)
+        criterionConf = try Self.section(model["criterion_conf"] ?? .map([:]), key: "train_cfg.model.criterion_conf", source: source)
         // SpeeChain's models tokenise the text with customize_conf's token_type and token_path; here the data does it
         if case .map(let custom)? = modelConf["customize_conf"], case .string(let type)? = custom["token_type"] {
             var path: String?

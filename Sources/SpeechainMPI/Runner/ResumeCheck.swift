@@ -72,6 +72,8 @@ public enum ResumeCheck {
         }
         if let validSet { t["data_cfg.valid"] = validSet.fingerprint }
         flatten(.map(e.modelConf), prefix: "model_conf", into: &t)
+        flatten(.map(e.moduleConf), prefix: "module_conf", into: &t)
+        flatten(.map(e.criterionConf), prefix: "criterion_conf", into: &t)
         flatten(e.optimSches, prefix: "optim_sches", into: &t)
         return t
     }

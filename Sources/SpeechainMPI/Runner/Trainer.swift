@@ -71,7 +71,8 @@ public final class Trainer {
         let world = communicator.size
         trainSet = try experiment.train.makeBatches(batchSize: experiment.batchSize, shuffle: experiment.shuffle, seed: experiment.seed, world: world)
         validSet = try experiment.valid?.makeBatches(batchSize: experiment.batchSize, shuffle: false, seed: experiment.seed, world: world)
-        model = try Models.make(type: experiment.modelType, conf: experiment.modelConf, seed: experiment.seed)
+        model = try Models.make(type: experiment.modelType, conf: experiment.modelConf, moduleConf: experiment.moduleConf,
+                                criterionConf: experiment.criterionConf, seed: experiment.seed)
         if let path = experiment.initWeights {
             let file = try Safetensors.read(contentsOf: URL(fileURLWithPath: path))
             try model.parameters.load(file.tensors, source: path)
@@ -180,7 +181,11 @@ public final class Trainer {
         let exp = experiment
         let epochStart = DispatchTime.now().uptimeNanoseconds
         let context = ForwardContext(training: true, rng: Xoshiro256(seed: exp.seed, stream: UInt64(epoch) << 20 | UInt64(communicator.rank)),
-                                     amp: exp.training.autocast)
+                                     amp: exp.training.autocast, epoch: epoch)
+        if communicator.size > 1 {
+            let comm = communicator
+            context.reduce = { try comm.allreduceSum($0, count: $1) }
+        }
         var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
         var reports: [StepReport] = []
         let rank = communicator.rank, world = communicator.size
