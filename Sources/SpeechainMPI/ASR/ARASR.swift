@@ -170,6 +170,9 @@ public final class ARASR: Model {
         guard b >= 1, textTensor.count == b, feat.lengths.count == b, textTensor.lengths.count == b, textTensor.shape.count == 2 else {
             throw ModelError.dataMismatch("a batch of \(b) utterances with \(textTensor.count) sentences and \(feat.lengths.count)/\(textTensor.lengths.count) lengths")
         }
+        guard context.amp == nil else {
+            throw ModelError.dataMismatch("use_amp is not built for \(Self.typeName) yet (its new ops have no autocast rounding); set use_amp: false")
+        }
         batchSize = b
         trainingForward = context.training
         try computeFeatures(feat, context: context)

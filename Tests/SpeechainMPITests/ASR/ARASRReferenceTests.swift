@@ -1,12 +1,12 @@
 import Foundation
-import XCTest
+import Testing
 @testable import SpeechainMPI
 
 /// The Swift ARASR against PyTorch (scripts/reference/arasr_ref.py: SpeeChain's modules rewritten in torch, fixed
 /// weights, 3 utterances of 41/33/27 frames, dropout off): losses and metrics within 1e-5 relative, every
 /// parameter gradient within 1e-4 relative (per tensor, max-norm), the intermediate tensors and BatchNorm's
 /// updated running statistics.
-final class ARASRReferenceTests: XCTestCase {
+@Suite struct ARASRReferenceTests {
     struct Case {
         let name: String
         let model: ARASR
@@ -69,38 +69,38 @@ final class ARASRReferenceTests: XCTestCase {
         return diff / max(norm, floor)
     }
 
-    func check(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    func check(_ name: String) throws {
         let c = try Self.load(name)
         var losses = NamedValues(names: c.model.lossNames), metrics = NamedValues(names: c.model.metricNames)
         try c.model.forward(c.batch, context: ForwardContext(training: true), losses: &losses, metrics: &metrics)
         for key in ["loss", "ce_loss", "ctc_loss", "accuracy"] {
             let expected = c.outputs[key] as! Double
             let got = Double(metrics[key]!)
-            XCTAssertEqual(got, expected, accuracy: 1e-5 * max(abs(expected), 1e-3), "\(name): \(key)", file: file, line: line)
+            #expect(abs(got - expected) <= 1e-5 * max(abs(expected), 1e-3), "\(name): \(key) \(got) vs \(expected)")
         }
         // intermediate tensors (localise a failure)
         let encOut = c.model.encoder.output.toArray(0..<c.intermediates["enc_out"]!.values.count)
-        XCTAssertLessThan(Self.maxRelative(encOut, c.intermediates["enc_out"]!.values), 1e-5, "\(name): enc_out", file: file, line: line)
+        #expect(Self.maxRelative(encOut, c.intermediates["enc_out"]!.values) < 1e-5, "\(name): enc_out")
         // BatchNorm's running statistics after the training forward
         for bn in c.model.batchNorms { for t in bn.buffers {
-            guard let ref = c.intermediates["after." + t.name] else { XCTFail("\(name): no reference for \(t.name)"); continue }
-            XCTAssertLessThan(Self.maxRelative(t.values, ref.values), 1e-5, "\(name): \(t.name)", file: file, line: line)
+            guard let ref = c.intermediates["after." + t.name] else { Issue.record("\(name): no reference for \(t.name)"); continue }
+            #expect(Self.maxRelative(t.values, ref.values) < 1e-5, "\(name): \(t.name)")
         } }
         c.model.parameters.zeroGradients([0..<c.model.parameters.count])
         try c.model.backward(loss: "loss", seed: 1, modules: c.model.moduleNames)
-        XCTAssertEqual(Set(c.grads.keys), Set(c.model.parameters.entries.map(\.name)), "\(name): parameter names", file: file, line: line)
+        #expect(Set(c.grads.keys) == Set(c.model.parameters.entries.map(\.name)), "\(name): parameter names")
         var worst = (0.0, "")
         for e in c.model.parameters.entries {
             guard let ref = c.grads[e.name] else { continue }
             let r = Self.maxRelative(c.model.parameters.gradients.toArray(e.range), ref.values,
                                      floor: e.name.hasSuffix("k_layer.bias") ? 1e-2 : 1e-30)
             if r > worst.0 { worst = (r, e.name) }
-            XCTAssertLessThan(r, 1e-4, "\(name): gradient of \(e.name)", file: file, line: line)
+            #expect(r < 1e-4, "\(name): gradient of \(e.name)")
         }
         print("\(name): worst gradient \(worst.1) at \(worst.0) relative")
     }
 
-    func testBatchNormGELU() throws { try check("bn_gelu") }
-    func testNoBatchNormReLU() throws { try check("nobn_relu") }
-    func testInfeasibleCTCTargetIsZeroed() throws { try check("ctc_inf") }
+    @Test func batchNormGELU() throws { try check("bn_gelu") }
+    @Test func noBatchNormReLU() throws { try check("nobn_relu") }
+    @Test func infeasibleCTCTargetIsZeroed() throws { try check("ctc_inf") }
 }
