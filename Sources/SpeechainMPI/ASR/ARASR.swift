@@ -8,7 +8,7 @@ import Foundation
 ///     decoder:   text [sos, y…, eos] → inputs [sos, y…] (the eos position zeroed, the last column dropped)
 ///                → EmbedPrenet → TransformerDecoder(enc) → Linear(d → V) = logits [B, L − 1, V]
 ///     loss = (1 − ctc_weight)·CE(logits, [y…, eos]) + ctc_weight·CTC(ctc logits, [y…])
-///     metrics: loss, ce_loss, ctc_loss, accuracy
+///     losses: loss; metrics: ce_loss, ctc_loss (with a CTC head), accuracy
 ///
 /// The first-level modules (for `updated_modules`) are SpeeChain's: `encoder`, `ctc_layer`, `decoder`, and the
 /// parameters carry its state-dict names. Without a frontend, `feat` holds features [B, T, D] already (D = the
@@ -109,7 +109,8 @@ public final class ARASR: Model {
         }
         postnet = Linear(dModel, p.vocabSize)
         ce = SequenceCrossEntropy(labelSmoothing: p.labelSmoothing)
-        metricNames = p.ctcWeight > 0 ? ["loss", "ce_loss", "ctc_loss", "accuracy"] : ["loss", "ce_loss", "accuracy"]
+        // `loss` is reported as the loss (the trainer lists losses and metrics together, so not twice)
+        metricNames = p.ctcWeight > 0 ? ["ce_loss", "ctc_loss", "accuracy"] : ["ce_loss", "accuracy"]
 
         prenet.declareParameters(in: parameters, prefix: "encoder.prenet.", module: "encoder")
         encoder.declareParameters(in: parameters, prefix: "encoder.encoder.", module: "encoder")
@@ -234,7 +235,6 @@ public final class ARASR: Model {
         }
         lastLosses = (ceLoss, ctcLoss)
         losses["loss"] = loss
-        metrics["loss"] = loss
         metrics["ce_loss"] = ceLoss
         metrics["ctc_loss"] = ctcLoss
         metrics["accuracy"] = accuracy

@@ -75,7 +75,7 @@ import Testing
         try c.model.forward(c.batch, context: ForwardContext(training: true), losses: &losses, metrics: &metrics)
         for key in ["loss", "ce_loss", "ctc_loss", "accuracy"] {
             let expected = c.outputs[key] as! Double
-            let got = Double(metrics[key]!)
+            let got = Double(key == "loss" ? losses[key]! : metrics[key]!)
             #expect(abs(got - expected) <= 1e-5 * max(abs(expected), 1e-3), "\(name): \(key) \(got) vs \(expected)")
         }
         // intermediate tensors (localise a failure)
