@@ -50,13 +50,15 @@ enum RealFFTPlans {
         lock.lock()
         defer { lock.unlock() }
         if let p = plans[size] { return p }
-        // FFTW_MEASURE times candidate algorithms on scratch arrays (it overwrites them), so plan on our own; the plan
-        // is then executed on other arrays of the same alignment (fftwf_alloc_* gives SIMD alignment).
-        // FFTW_PRESERVE_INPUT keeps the r2c transform from scribbling over its input.
+        // FFTW_ESTIMATE, not FFTW_MEASURE: MEASURE picks the algorithm by timing candidates, so a busy machine (two
+        // ranks on two cores) got another plan in some runs, features that differed in the last bits, and runs of
+        // the same seed that did not end bit-identical (a resumed run against an uninterrupted one). ESTIMATE's
+        // plan depends on the size alone. The plan is made on scratch arrays and executed on others of the same
+        // alignment (fftwf_alloc_* gives SIMD alignment); FFTW_PRESERVE_INPUT keeps r2c from scribbling over its input.
         let scratchIn = fftwf_alloc_real(size)!
         let scratchOut = fftwf_alloc_complex(size / 2 + 1)!
         defer { fftwf_free(scratchIn); fftwf_free(scratchOut) }
-        let flags = UInt32(FFTW_MEASURE) | UInt32(FFTW_PRESERVE_INPUT)
+        let flags = UInt32(FFTW_ESTIMATE) | UInt32(FFTW_PRESERVE_INPUT)
         guard let p = fftwf_plan_dft_r2c_1d(Int32(size), scratchIn, scratchOut, flags) else {
             preconditionFailure("FFTW could not plan a real DFT of size \(size)")
         }
