@@ -337,26 +337,30 @@ public final class ARASR: Model {
         for t in tensors where !t.name.hasSuffix(".posenc.posenc") {
             if parameters.info(t.name) != nil { params.append(t) } else { buffers.append(t) }
         }
-        try parameters.load(params, source: source)
+        try parameters.validate(params, source: source)
         try loadBuffers(buffers, source: source)
+        try parameters.load(params, source: source)
     }
 
     public func loadBuffers(_ tensors: [NamedTensor], source: String) throws {
         var mean: [Float]?, std: [Float]?, count: Int64 = 0
+        var norms: [(BatchNorm2d, NamedTensor)] = []
         for t in tensors {
             switch t.name {
-            case "encoder.normalize.global_mean": mean = t.values
-            case "encoder.normalize.global_std": std = t.values
-            case "encoder.normalize.global_batch": count = Int64(t.values.first ?? 0)
+            case "encoder.normalize.global_mean" where normalize != nil: mean = t.values
+            case "encoder.normalize.global_std" where normalize != nil: std = t.values
+            case "encoder.normalize.global_batch" where normalize != nil: count = Int64(t.values.first ?? 0)
             default:
-                guard prenet.norms.contains(where: { $0.loadBuffer(t) }) else {
+                guard let bn = prenet.norms.first(where: { $0.fits(t) }) else {
                     throw ModelError.weightsMismatch(source: source, reason: "unexpected tensor '\(t.name)' \(t.shape)")
                 }
+                norms.append((bn, t))
             }
         }
         if let normalize, mean != nil || std != nil {
-            do { try normalize.load(mean: mean, std: std, batchCount: count) }
+            do { try normalize.load(mean: mean, std: std, batchCount: count) }   // checks before it loads
             catch { throw ModelError.weightsMismatch(source: source, reason: "\(error)") }
         }
+        for (bn, t) in norms { bn.load(t) }
     }
 }

@@ -11,9 +11,10 @@
 /// Under data parallelism torch's plain BatchNorm2d takes each rank's own batch statistics, and DDP's
 /// `broadcast_buffers` copies rank 0's running statistics to the others before every forward: the model's state is
 /// rank 0's. We keep each rank's running statistics and save rank 0's in checkpoints, which is the same state where
-/// it matters (what is saved and then evaluated). With `sync` set (SyncBatchNorm, `conv_batchnorm: sync`), the sums
-/// behind μ and σ² and behind the two backward sums are added over the ranks through `reduce` before use, so every
-/// rank normalises with the global batch's statistics, as torch.nn.SyncBatchNorm does.
+/// it matters (what is saved and then evaluated); before every validation the trainer copies rank 0's buffers to all
+/// ranks, so every rank evaluates with the state DDP would have. With `reduce` set (SyncBatchNorm, the prenet's
+/// `sync_batchnorm: true`), the sums behind μ and σ² and behind the two backward sums are added over the ranks
+/// through `reduce` before use, so every rank normalises with the global batch's statistics, as torch.nn.SyncBatchNorm does.
 public final class BatchNorm2d {
     public let channels: Int
     public let eps: Float = 1e-5
@@ -63,14 +64,23 @@ public final class BatchNorm2d {
 
     public var bufferNames: [String] { buffers.map(\.name) }
 
-    public func loadBuffer(_ t: NamedTensor) -> Bool {
+    /// Whether `t` is one of this layer's buffers with the right size.
+    public func fits(_ t: NamedTensor) -> Bool {
         switch t.name {
-        case prefix + "running_mean" where t.values.count == channels: runningMean = t.values
-        case prefix + "running_var" where t.values.count == channels: runningVar = t.values
-        case prefix + "num_batches_tracked" where t.values.count == 1: batchesTracked = Int64(t.values[0])
+        case prefix + "running_mean", prefix + "running_var": return t.values.count == channels
+        case prefix + "num_batches_tracked": return t.values.count == 1
         default: return false
         }
-        return true
+    }
+
+    /// Loads a buffer that `fits`.
+    public func load(_ t: NamedTensor) {
+        precondition(fits(t))
+        switch t.name {
+        case prefix + "running_mean": runningMean = t.values
+        case prefix + "running_var": runningVar = t.values
+        default: batchesTracked = Int64(t.values[0])
+        }
     }
 
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, plane: Int, training: Bool) throws {

@@ -26,6 +26,35 @@ public protocol Model: AnyObject, CustomStringConvertible {
     /// Runs the model on `batch`, writing into `losses` and `metrics` (shaped by lossNames / metricNames).
     func forward(_ batch: Batch, context: ForwardContext, losses: inout NamedValues, metrics: inout NamedValues) throws
     func backward(loss: String, seed: Float, modules: [String]) throws
+    /// The model's state that is not trained (BatchNorm running statistics, a normalisation's global statistics),
+    /// under its state-dict names: saved beside the parameters in every weight file and checkpoint.
+    var bufferTensors: [NamedTensor] { get }
+    /// Loads buffers by their state-dict names; a name the model does not have or a wrong size is an error naming
+    /// `source`, and then nothing is loaded. Buffers not given keep their values.
+    func loadBuffers(_ tensors: [NamedTensor], source: String) throws
+    /// Loads a state dict: exactly the model's parameters (names and shapes), and buffers as `loadBuffers`.
+    func loadStateDict(_ tensors: [NamedTensor], source: String) throws
+}
+
+extension Model {
+    public var bufferTensors: [NamedTensor] { [] }
+
+    public func loadBuffers(_ tensors: [NamedTensor], source: String) throws {
+        if let t = tensors.first {
+            throw ModelError.weightsMismatch(source: source, reason: "unexpected tensor '\(t.name)' \(t.shape)")
+        }
+    }
+
+    public func loadStateDict(_ tensors: [NamedTensor], source: String) throws {
+        let params = tensors.filter { parameters.info($0.name) != nil }
+        let buffers = tensors.filter { parameters.info($0.name) == nil }
+        try parameters.validate(params, source: source)
+        try loadBuffers(buffers, source: source)   // checks them all before it loads any
+        try parameters.load(params, source: source)
+    }
+
+    /// Parameters then buffers, as a weight file holds them.
+    public var stateDict: [NamedTensor] { parameters.namedTensors() + bufferTensors }
 }
 
 /// A model of table rows (`feat` [rows, inputWidth], `label` [rows] in 0..<classCount): what a table's data checks

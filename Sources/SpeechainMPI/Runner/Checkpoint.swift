@@ -72,6 +72,7 @@ public enum Checkpoint {
         var tensors = model.parameters.entries.map {
             NamedTensor(name: "model." + $0.name, shape: $0.shape, values: model.parameters.values.toArray($0.range))
         }
+        tensors.append(contentsOf: model.bufferTensors.map { NamedTensor(name: "buffer." + $0.name, shape: $0.shape, values: $0.values) })
         tensors.append(NamedTensor(name: "gradients", shape: [model.parameters.count], values: model.parameters.gradients.toArray()))
         for s in schedulers {
             let dict = s.stateDict()
@@ -100,6 +101,13 @@ public enum Checkpoint {
         public var weights: [NamedTensor] {
             tensors.values.filter { $0.name.hasPrefix("model.") }.sorted { $0.name < $1.name }.map {
                 NamedTensor(name: String($0.name.dropFirst("model.".count)), shape: $0.shape, values: $0.values)
+            }
+        }
+
+        /// The model's buffers (BatchNorm running statistics, …) under the model's own names.
+        public var buffers: [NamedTensor] {
+            tensors.values.filter { $0.name.hasPrefix("buffer.") }.sorted { $0.name < $1.name }.map {
+                NamedTensor(name: String($0.name.dropFirst("buffer.".count)), shape: $0.shape, values: $0.values)
             }
         }
     }
@@ -147,12 +155,14 @@ public enum Checkpoint {
     public struct Fitted {
         let model: any Model
         let weights: [NamedTensor]
+        let buffers: [NamedTensor]
         let gradients: [Float]
         let optimizerStates: [(OptimScheduler, OptimSchedulerState)]
         let path: String
 
         /// Loads the tensors into the model and the schedulers.
         public func load() throws {
+            try model.loadBuffers(buffers, source: path)
             try model.parameters.load(weights, source: path)
             model.parameters.gradients.copy(from: gradients)
             for (s, st) in optimizerStates { try s.loadStateDict(st) }
@@ -165,6 +175,10 @@ public enum Checkpoint {
         let path = checkpoint.path, state = checkpoint.state, byName = checkpoint.tensors
         let weights = checkpoint.weights
         try model.parameters.validate(weights, source: path)
+        let buffers = checkpoint.buffers
+        if let missing = model.bufferTensors.first(where: { t in !buffers.contains { $0.name == t.name } }) {
+            throw CheckpointError.invalid(path: path, reason: "it lacks the model's buffer '\(missing.name)'")
+        }
         guard let grads = byName["gradients"], grads.values.count == model.parameters.count else {
             throw CheckpointError.invalid(path: path, reason: "its gradient buffer does not fit the model")
         }
@@ -187,7 +201,7 @@ public enum Checkpoint {
             try s.validateState(st)
             optimizerStates.append((s, st))
         }
-        return Fitted(model: model, weights: weights, gradients: grads.values, optimizerStates: optimizerStates, path: path)
+        return Fitted(model: model, weights: weights, buffers: buffers, gradients: grads.values, optimizerStates: optimizerStates, path: path)
     }
 
     /// Reads, verifies and loads a checkpoint, returning its state record (no check against an experiment: that is

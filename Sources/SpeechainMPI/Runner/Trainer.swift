@@ -75,7 +75,7 @@ public final class Trainer {
                                 criterionConf: experiment.criterionConf, seed: experiment.seed)
         if let path = experiment.initWeights {
             let file = try Safetensors.read(contentsOf: URL(fileURLWithPath: path))
-            try model.parameters.load(file.tensors, source: path)
+            try model.loadStateDict(file.tensors, source: path)
         }
         // checked here, at set-up (where all ranks agree), not when a batch first meets them
         try trainSet.check(for: model, set: "train")
@@ -364,7 +364,7 @@ public final class Trainer {
         var state = self.state
         state.counts = countsSoFar()
         try ResultFolder.makeDirectory(models)
-        try Safetensors.write(model.parameters.namedTensors(), metadata: ["format": "pt", "epoch": "\(epoch)"], to: file)
+        try Safetensors.write(model.stateDict, metadata: ["format": "pt", "epoch": "\(epoch)"], to: file)
         let plan = ModelsFolderPlan.after(epoch: epoch, selections: experiment.bestModelSelection, trackers: state.trackers,
                                           changes: changes, lastModelNumber: experiment.lastModelNumber)
         for (name, e) in plan.pointers.sorted(by: { $0.key < $1.key }) { try ModelPointer.point(name, to: e, in: models) }
@@ -401,9 +401,12 @@ public final class Trainer {
     }
 
     /// Element-wise mean of weight files (accumulated in Double, in the order given, then rounded to Float).
+    /// Counters (a BatchNorm's `num_batches_tracked`, a normalisation's `global_batch`) are not averaged: the
+    /// average keeps the last file's count. (SpeeChain, after ESPnet, skips the division for integer tensors and
+    /// so stores the sum of the counts.)
     func averageWeights(_ files: [URL]) throws -> [NamedTensor] {
         var sums: [String: [Double]] = [:]
-        var first: [NamedTensor] = []
+        var first: [NamedTensor] = [], last: [String: [Float]] = [:]
         for url in files {
             let tensors = try Safetensors.read(contentsOf: url).tensors
             if first.isEmpty { first = tensors }
@@ -411,11 +414,17 @@ public final class Trainer {
                 var acc = sums[t.name] ?? [Double](repeating: 0, count: t.values.count)
                 for i in t.values.indices { acc[i] += Double(t.values[i]) }
                 sums[t.name] = acc
+                last[t.name] = t.values
             }
         }
         let k = Double(files.count)
-        return first.map { t in NamedTensor(name: t.name, shape: t.shape, values: (sums[t.name] ?? []).map { Float($0 / k) }) }
+        return first.map { t in
+            if Self.isCounter(t.name) { return NamedTensor(name: t.name, shape: t.shape, values: last[t.name] ?? t.values) }
+            return NamedTensor(name: t.name, shape: t.shape, values: (sums[t.name] ?? []).map { Float($0 / k) })
+        }
     }
+
+    static func isCounter(_ name: String) -> Bool { name.hasSuffix("num_batches_tracked") || name.hasSuffix("global_batch") }
 
     /// Temporary files of atomic writes interrupted by a kill.
     private func removeStaleTemporaryFiles(in dir: URL) {
@@ -460,7 +469,7 @@ public final class Trainer {
         summary.seconds = Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9
         if communicator.isRoot, let dir = resultDir {
             let weights = dir.appendingPathComponent("model.safetensors")
-            try Safetensors.write(model.parameters.namedTensors(), metadata: ["format": "pt"], to: weights)
+            try Safetensors.write(model.stateDict, metadata: ["format": "pt"], to: weights)
             monitor.line("final weights: \(weights.path)")
             try InteropFile.writeAtomically(JSONCoding.encoder(snakeCase: true, pretty: true).encode(summary),
                                             to: dir.appendingPathComponent("summary.json"))
@@ -481,10 +490,26 @@ public final class Trainer {
     /// Every loss and metric of the model averaged over a data set (weighted by items: rows or utterances),
     /// forward only and in float32 even under use_amp: each rank takes its share of the batches, the sums are
     /// allreduced.
+    /// Rank 0's buffers (BatchNorm running statistics) copied to every rank, as DDP's `broadcast_buffers` keeps
+    /// them: evaluation then sees the model rank 0 saves, whichever rank evaluates a batch.
+    func shareRootBuffers() throws {
+        let buffers = model.bufferTensors
+        guard communicator.size > 1, !buffers.isEmpty else { return }
+        var flat = buffers.flatMap(\.values)
+        try flat.withUnsafeMutableBufferPointer { try communicator.broadcast($0.baseAddress!, count: $0.count, root: 0) }
+        var offset = 0
+        let shared = buffers.map { t in
+            defer { offset += t.values.count }
+            return NamedTensor(name: t.name, shape: t.shape, values: Array(flat[offset..<offset + t.values.count]))
+        }
+        try model.loadBuffers(shared, source: "rank 0's buffers")
+    }
+
     public func evaluate(_ set: any BatchSource) throws -> [String: Double] {
         var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
         // float32 like SpeeChain, which validates outside autocast "for accurate validation"
         let context = ForwardContext(training: false, amp: nil)
+        try shareRootBuffers()
         let n = valueNames.count
         var sums = [Double](repeating: 0, count: n + 1)   // value·items per name, then items
         let steps = set.evaluationSteps(rank: communicator.rank, world: communicator.size)
