@@ -31,7 +31,8 @@ public final class Conv2dPrenet {
     private var batch = 0, frames = 0
     private var input: UnsafePointer<Float>?
 
-    public var norms: [BatchNorm2d] { stages.compactMap(\.norm) }
+    /// The BatchNorm layers in order (stored: a computed list would allocate in every forward).
+    public let norms: [BatchNorm2d]
 
     public init(featDim: Int, convDims: [Int], kernel: Int = 3, stride: Int = 2, batchNorm: Bool,
                 activation: () throws -> Layer?, lnrDims: [Int], lnrActivation: () throws -> Layer?) throws {
@@ -52,6 +53,7 @@ public final class Conv2dPrenet {
             size = d
         }
         outputSize = size
+        norms = stages.compactMap(\.norm)
         guard width >= 1 else {
             throw ConfigError.invalidValue(context: "enc_prenet", key: "conv_dims",
                 reason: "\(convDims.count) convolutions of kernel \(kernel) and stride \(stride) leave no feature bins of \(featDim)")
@@ -137,7 +139,8 @@ public final class Conv2dPrenet {
     public func backward(_ dOutput: UnsafePointer<Float>, accumulate: Bool) throws {
         let h = outputLength(frames), c = stages.last!.conv.outChannels, w = stages.last!.conv.outputSize(stages.last!.width)
         let rows = batch * h
-        let maxWidth = max(linears.map { max($0.inFeatures, $0.outFeatures) }.max() ?? 0, c * w)
+        var maxWidth = c * w
+        for l in linears { maxWidth = max(maxWidth, l.inFeatures, l.outFeatures) }
         dA.resize(to: rows * maxWidth); dB.resize(to: rows * maxWidth)
         var dy = dA.pointer, spare = dB.pointer
         dy.update(from: dOutput, count: rows * outputSize)

@@ -21,7 +21,7 @@ public final class SequenceCrossEntropy {
     public func forward(logits: UnsafePointer<Float>, batch: Int, steps: Int, vocab: Int,
                         targets: UnsafePointer<Int32>, targetStride: Int, lengths: [Int]) -> (loss: Float, accuracy: Float) {
         self.batch = batch; self.steps = steps; self.vocab = vocab; self.targets = targets; self.targetStride = targetStride
-        if self.lengths.count != lengths.count { self.lengths = lengths } else { for i in lengths.indices { self.lengths[i] = lengths[i] } }
+        self.lengths.removeAll(keepingCapacity: true); self.lengths.append(contentsOf: lengths)   // own storage: sharing the caller's would copy on its next write
         probabilities.resize(to: batch * steps * vocab)
         let eps = Double(labelSmoothing)
         var total = 0.0, correct = 0, tokens = 0

@@ -69,7 +69,7 @@ public final class TransformerEncoder {
     /// x [B, T, d] with lengths → `output` [B, T, d].
     public func forward(_ x: UnsafePointer<Float>, batch: Int, frames: Int, lengths: [Int], context: ForwardContext) {
         self.batch = batch; self.frames = frames
-        if self.lengths.count != lengths.count { self.lengths = lengths } else { for i in lengths.indices { self.lengths[i] = lengths[i] } }
+        self.lengths.removeAll(keepingCapacity: true); self.lengths.append(contentsOf: lengths)   // own storage: sharing the caller's would copy on its next write
         let d = conf.dModel, n = batch * frames
         posenc.forward(x, batch: batch, frames: frames, context: context)
         var cur = UnsafePointer(posenc.output.pointer)

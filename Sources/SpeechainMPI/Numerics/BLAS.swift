@@ -1,3 +1,4 @@
+import Foundation
 import COpenBLAS
 
 /// Row-major single-precision GEMM through OpenBLAS: C = alpha·op(A)·op(B) + beta·C,
@@ -9,12 +10,37 @@ public enum BLAS {
         b: UnsafePointer<Float>, ldb: Int,
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
+        if profile.isOn {
+            let t = DispatchTime.now().uptimeNanoseconds
+            cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                        blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
+            profile.seconds += Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9
+            profile.flops += 2 * Double(m) * Double(n) * Double(k)
+            profile.calls += 1
+            if !transposeA && !transposeB && Double(m) * Double(n) * Double(k) <= Profile.smallMatrixBound { profile.smallNN += 1 }
+            return
+        }
         cblas_sgemm(CblasRowMajor,
                     transposeA ? CblasTrans : CblasNoTrans,
                     transposeB ? CblasTrans : CblasNoTrans,
                     blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
                     beta, c, blasint(ldc))
     }
+
+    /// What the benchmarks read: time and FLOPs inside sgemm while `isOn` (the calling thread's products only;
+    /// set and read from the thread that trains).
+    public struct Profile: Sendable {
+        public var isOn = false
+        public var seconds = 0.0
+        public var flops = 0.0
+        public var calls = 0
+        /// Products without transposes at or under OpenBLAS's small-matrix bound: OpenBLAS 0.3.21's small-matrix
+        /// kernel for them (SkylakeX/Cooperlake) mallocs a packing buffer on every call.
+        public var smallNN = 0
+        public static let smallMatrixBound = 1e6
+        public init(isOn: Bool = false) { self.isOn = isOn }
+    }
+    nonisolated(unsafe) public static var profile = Profile()
 
     /// OpenBLAS's own thread count; one per rank when ranks fill the cores.
     public static func setThreadCount(_ n: Int) { openblas_set_num_threads(Int32(n)) }
