@@ -17,7 +17,6 @@ public enum BLAS {
             profile.seconds += Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9
             profile.flops += 2 * Double(m) * Double(n) * Double(k)
             profile.calls += 1
-            if !transposeA && !transposeB && Double(m) * Double(n) * Double(k) <= Profile.smallMatrixBound { profile.smallNN += 1 }
             return
         }
         cblas_sgemm(CblasRowMajor,
@@ -34,10 +33,6 @@ public enum BLAS {
         public var seconds = 0.0
         public var flops = 0.0
         public var calls = 0
-        /// Products without transposes at or under OpenBLAS's small-matrix bound: OpenBLAS 0.3.21's small-matrix
-        /// kernel for them (SkylakeX/Cooperlake) mallocs a packing buffer on every call.
-        public var smallNN = 0
-        public static let smallMatrixBound = 1e6
         public init(isOn: Bool = false) { self.isOn = isOn }
     }
     nonisolated(unsafe) public static var profile = Profile()
