@@ -16,7 +16,7 @@ struct BenchASRCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("Timed steps.", valueName: "n")) var steps: OptionText = "10"
     @Option(help: ArgumentHelp("Untimed steps before.", valueName: "n")) var warmup: OptionText = "2"
-    @Option(name: .customLong("batch_size"), help: ArgumentHelp("Utterances per step.", valueName: "n")) var batchSize: OptionText = "16"
+    @Option(name: .customLong("batch_size"), help: ArgumentHelp("Utterances per step (default 16).", valueName: "n")) var batchSize: OptionText?
     @Option(help: ArgumentHelp("Feature frames per utterance (10 ms each).", valueName: "n")) var frames: OptionText = "300"
     @Option(help: ArgumentHelp("Tokens per sentence.", valueName: "n")) var tokens: OptionText = "40"
     @Option(name: .customLong("blas_threads"), help: ArgumentHelp("OpenBLAS threads.", valueName: "n")) var blasThreads: OptionText = "1"
@@ -28,7 +28,8 @@ struct BenchASRCommand: ParsableCommand {
             var c = ASRBenchmark.Configuration()
             c.steps = try OptionText.integer(steps, "steps")
             c.warmup = try OptionText.integer(warmup, "warmup")
-            c.batchSize = try OptionText.integer(batchSize, "batch_size")
+            // the root command declares --batch_size too: read it from after the subcommand (see orArgument)
+            c.batchSize = try OptionText.integer(batchSize.orArgument("batch_size", after: "bench-asr", default: "16"), "batch_size")
             c.frames = try OptionText.integer(frames, "frames")
             c.tokens = try OptionText.integer(tokens, "tokens")
             let threads = try OptionText.integer(blasThreads, "blas_threads")

@@ -122,3 +122,40 @@ import Testing
         }
     }
 }
+
+/// `speechain-mpi bench-asr`: the ARASR workload of scripts/bench/asr_torch.py, its report, and bad options.
+@Suite struct BenchASRCommandTests {
+    func run(_ args: [String]) throws -> ClusterSupport.Result {
+        try ClusterSupport.run(Executable.url.path, ["bench-asr"] + args, environment: ["OPENBLAS_NUM_THREADS": "1"], timeout: 300)
+    }
+
+    @Test func aSmallRunReportsTheStepAndItsProducts() throws {
+        let dir = try TestResources.scratchDirectory("bench-asr")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try run(["--batch_size", "2", "--frames", "40", "--tokens", "3", "--steps", "2", "--warmup", "1", "--result_path", dir.path])
+        #expect(r.status == 0, "\(r.output)")
+        let decoder = JSONDecoder(); decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let report = try decoder.decode(ASRBenchmark.Report.self, from: Data(contentsOf: dir.appendingPathComponent("bench_asr.json")))
+        // the workload's model: the same parameter count as the PyTorch twin's state dict (asr_torch.py prints it)
+        #expect(report.parameters == 9_762_624)
+        #expect(report.configuration.batchSize == 2 && report.configuration.frames == 40 && report.configuration.tokens == 3)
+        #expect(report.stepMs > 0 && report.forwardMs > 0 && report.backwardMs > 0 && report.stepMs >= report.forwardMs + report.backwardMs)
+        // the conv prenet's second convolution alone: 2 utterances × 9 × 19 outputs × 256 × 256·9 MACs, three times
+        let conv2 = 3 * 2 * Double(2 * 9 * 19 * 256 * 256 * 9) / 1e9
+        #expect(report.gemmGflop > conv2 && report.gemmGflop < 3 * conv2, "\(report.gemmGflop) GFLOP, conv2 \(conv2)")
+        #expect(report.gemmMs > 0 && report.gemmMs < report.stepMs && report.firstLoss.isFinite)
+    }
+
+    @Test(arguments: [
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--frames", "5"], "--frames must be >= 7"),
+        (["--tokens", "x"], "--tokens must be an integer, found 'x'"),
+        (["--batch_size", "0"], "--batch_size must be >= 1"),
+    ])
+    func badArgumentsAreOneLine(arguments: [String], message: String) throws {
+        let r = try run(arguments)
+        #expect(r.status == 1)
+        let lines = r.stderr.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasPrefix("speechain-mpi bench-asr: error: ") && lines[0].contains(message), "\(r.stderr)")
+    }
+}
