@@ -6,6 +6,22 @@ public enum Models {
     /// criterion_conf (SpeeChain's layout; the MLP also reads them from inside model_conf).
     public static func make(type: String, conf: [String: ConfigValue], moduleConf: [String: ConfigValue] = [:],
                             criterionConf: [String: ConfigValue] = [:], seed: UInt64) throws -> any Model {
+        let model = try build(type: type, conf: conf, moduleConf: moduleConf, criterionConf: criterionConf, seed: seed)
+        try checkNames(of: model, type: type)
+        return model
+    }
+
+    /// The trainer reports losses and metrics together under their names (logs, curves, best_model_selection), so
+    /// a name that is both (or twice in one list) is refused at set-up, not met as a crash at the first validation.
+    public static func checkNames(of model: any Model, type: String) throws {
+        var seen = Set<String>()
+        for name in model.lossNames + model.metricNames where !seen.insert(name).inserted {
+            throw ModelError.dataMismatch("model_type '\(type)' reports '\(name)' twice among its losses (\(model.lossNames.joined(separator: ", "))) and metrics (\(model.metricNames.joined(separator: ", "))); every name must be unique")
+        }
+    }
+
+    private static func build(type: String, conf: [String: ConfigValue], moduleConf: [String: ConfigValue],
+                              criterionConf: [String: ConfigValue], seed: UInt64) throws -> any Model {
         switch type {
         case ARASR.typeName:
             return try ARASR.make(modelConf: conf, moduleConf: moduleConf, criterionConf: criterionConf, seed: seed)
