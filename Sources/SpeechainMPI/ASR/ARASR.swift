@@ -333,13 +333,7 @@ public final class ARASR: Model {
     /// (BatchNorm running statistics, the normalisation's global statistics); SpeeChain's positional-encoding
     /// tables (`*.posenc.posenc`), which it keeps in its state dict, are recomputed here and skipped.
     public func loadStateDict(_ tensors: [NamedTensor], source: String) throws {
-        var params: [NamedTensor] = [], buffers: [NamedTensor] = []
-        for t in tensors where !t.name.hasSuffix(".posenc.posenc") {
-            if parameters.info(t.name) != nil { params.append(t) } else { buffers.append(t) }
-        }
-        try parameters.validate(params, source: source)
-        try loadBuffers(buffers, source: source)
-        try parameters.load(params, source: source)
+        try loadParametersAndBuffers(tensors.filter { !$0.name.hasSuffix(".posenc.posenc") }, source: source)
     }
 
     public func loadBuffers(_ tensors: [NamedTensor], source: String) throws {

@@ -46,6 +46,12 @@ extension Model {
     }
 
     public func loadStateDict(_ tensors: [NamedTensor], source: String) throws {
+        try loadParametersAndBuffers(tensors, source: source)
+    }
+
+    /// What every `loadStateDict` does with the tensors it keeps: the model's parameter names to the parameters,
+    /// the rest to `loadBuffers`, everything checked before anything is loaded.
+    public func loadParametersAndBuffers(_ tensors: [NamedTensor], source: String) throws {
         let params = tensors.filter { parameters.info($0.name) != nil }
         let buffers = tensors.filter { parameters.info($0.name) == nil }
         try parameters.validate(params, source: source)

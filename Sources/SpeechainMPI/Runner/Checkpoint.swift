@@ -98,16 +98,14 @@ public enum Checkpoint {
         let tensors: [String: NamedTensor]
 
         /// The model's tensors under the model's own names.
-        public var weights: [NamedTensor] {
-            tensors.values.filter { $0.name.hasPrefix("model.") }.sorted { $0.name < $1.name }.map {
-                NamedTensor(name: String($0.name.dropFirst("model.".count)), shape: $0.shape, values: $0.values)
-            }
-        }
+        public var weights: [NamedTensor] { stripped("model.") }
 
         /// The model's buffers (BatchNorm running statistics, …) under the model's own names.
-        public var buffers: [NamedTensor] {
-            tensors.values.filter { $0.name.hasPrefix("buffer.") }.sorted { $0.name < $1.name }.map {
-                NamedTensor(name: String($0.name.dropFirst("buffer.".count)), shape: $0.shape, values: $0.values)
+        public var buffers: [NamedTensor] { stripped("buffer.") }
+
+        private func stripped(_ prefix: String) -> [NamedTensor] {
+            tensors.values.filter { $0.name.hasPrefix(prefix) }.sorted { $0.name < $1.name }.map {
+                NamedTensor(name: String($0.name.dropFirst(prefix.count)), shape: $0.shape, values: $0.values)
             }
         }
     }
