@@ -41,11 +41,11 @@ public final class ARASR: Model {
     public let syncBatchNorm: Bool
 
     // per-batch state
-    private let features = FloatBuffer(count: 0)
-    private var featureLengths: [Int] = []
-    private var frames = 0
-    private var encLengths: [Int] = []
-    private var encFrames = 0
+    let features = FloatBuffer(count: 0)
+    var featureLengths: [Int] = []
+    var frames = 0
+    var encLengths: [Int] = []
+    var encFrames = 0
     private var decInput: [Int32] = []
     private var decLengths: [Int] = []
     private var ceLengths: [Int] = []
@@ -54,7 +54,7 @@ public final class ARASR: Model {
     private var textStride = 0
     private var text: [Int32] = []
     private var batchSize = 0
-    private let ctcLogits = FloatBuffer(count: 0), logits = FloatBuffer(count: 0)
+    let ctcLogits = FloatBuffer(count: 0), logits = FloatBuffer(count: 0)
     private let dLogits = FloatBuffer(count: 0), dDec = FloatBuffer(count: 0), dEmb = FloatBuffer(count: 0)
     private let dEnc = FloatBuffer(count: 0), dCtc = FloatBuffer(count: 0), dEncIn = FloatBuffer(count: 0)
     private var lastLosses = (ce: Float(0), ctc: Float(0))
@@ -241,7 +241,7 @@ public final class ARASR: Model {
     }
 
     /// feat → `features` [B, frames, D] with `featureLengths`: the frontend (float32), normalize, specaug.
-    private func computeFeatures(_ feat: BatchTensor, context: ForwardContext) throws {
+    func computeFeatures(_ feat: BatchTensor, context: ForwardContext) throws {
         let b = feat.count
         resize(&featureLengths, b)
         if let frontend {
@@ -275,7 +275,7 @@ public final class ARASR: Model {
         }
     }
 
-    private func resize<T: Numeric>(_ a: inout [T], _ n: Int) {
+    func resize<T: Numeric>(_ a: inout [T], _ n: Int) {
         if a.count > n { a.removeLast(a.count - n) } else if a.count < n { a.append(contentsOf: repeatElement(0, count: n - a.count)) }
     }
 
