@@ -38,7 +38,11 @@ struct SpeechainMPICommand: ParsableCommand {
     @Option(name: .customLong("early_stopping_patience"), help: "Stop after N validations without improvement of the first selection metric.") var earlyStoppingPatience: Int?
     @Option(name: .customLong("last_model_number"), help: "Keep the weights of the N latest epochs.") var lastModelNumber: Int?
     @Option(name: .customLong("train_result_path"), help: "Folder for rank 0's log, records, curves, checkpoint and models.") var trainResultPath: String?
-    @Flag(help: "Continue from the checkpoint in train_result_path.") var resume = false
+    @Flag(help: "Continue from the checkpoint in train_result_path (training) and from the test stage's checkpoints.") var resume = false
+    @Option(help: "Run the training branch (true/false). Given neither --train nor --test (nor the keys), training runs, then the test stage if data_cfg has a test set.") var train: Bool?
+    @Option(help: "Run the test stage (true/false): decode data_cfg.test with each test_model and infer_cfg run, and score it.") var test: Bool?
+    @Option(name: .customLong("test_model"), help: "The model(s) of models/ to test, e.g. 10_valid_accuracy_average or latest (comma-separated for several).") var testModel: String?
+    @Option(name: .customLong("test_result_path"), help: "Folder for the test results (default: the training result folder).") var testResultPath: String?
     @Option(name: .customLong("init_weights"), help: "Start from these safetensors weights (PyTorch state_dict names).") var initWeights: String?
     @Option(name: .customLong("flush_denormal"), help: "Flush denormal floats to zero on the computing threads (true/false; default true), as torch.set_flush_denormal.") var flushDenormal: Bool?
     @Option(name: .customLong("check_consistency_every"), help: "Verify every N updates that all ranks hold bit-identical parameters (0: only at the end).") var checkConsistencyEvery: Int?
@@ -57,6 +61,7 @@ struct SpeechainMPICommand: ParsableCommand {
     @Option(name: .customLong("fail_step"), help: .hidden) var failStep: Int?
     @Option(name: .customLong("fail_mode"), help: .hidden) var failMode: String = "throw"
     @Option(name: .customLong("kill_during_checkpoint"), help: .hidden) var killDuringCheckpoint: Int?
+    @Option(name: .customLong("kill_after_test_round"), help: .hidden) var killAfterTestRound: Int?
 
     /// The options given, as (dotted config path, value) overrides.
     func overrides() throws -> [(path: String, value: ConfigValue)] {
@@ -77,6 +82,10 @@ struct SpeechainMPICommand: ParsableCommand {
         add("last_model_number", lastModelNumber.map { .int($0) })
         add("train_result_path", trainResultPath.map { .string($0) })
         add("resume", resume ? .bool(true) : nil)
+        add("train", train.map { .bool($0) })
+        add("test", test.map { .bool($0) })
+        add("test_model", testModel.map { m in .list(m.split(separator: ",").map { .string(String($0)) }) })
+        add("test_result_path", testResultPath.map { .string($0) })
         add("init_weights", initWeights.map { .string($0) })
         add("check_consistency_every", checkConsistencyEvery.map { .int($0) })
         add("collective_timeout", collectiveTimeout.map { .double($0) })
@@ -103,9 +112,10 @@ struct SpeechainMPICommand: ParsableCommand {
 
     func run() throws {
         if printDefaultConfig { print(Experiment.defaultYAML, terminator: ""); return }
-        let status = Launcher.train {
+        let testKill = killAfterTestRound.map { (rank: failRank ?? 0, round: $0) }
+        let status = Launcher.train(killAfterTestRound: testKill) {
             var experiment = try Experiment.load(configPath: config, overrides: overrides())
-            switch (failRank, failStep) {
+            switch (killAfterTestRound == nil ? failRank : nil, failStep) {
             case (let r?, let s?):
                 guard let mode = Experiment.InjectedFailure.Mode(rawValue: failMode) else {
                     throw ValidationError("--fail_mode must be throw or kill, found '\(failMode)'")

@@ -86,6 +86,13 @@ public struct Experiment: Sendable {
     public var training = TrainingOptions()
     public var train: DataSource
     public var valid: DataSource?
+    /// Which branches run. SpeeChain's `train` and `test` both default to false (and its runner then refuses to
+    /// start); here, when neither is given anywhere, training runs and then the test stage if data_cfg has a test
+    /// set; once either is given, the other keeps SpeeChain's default, false.
+    public var runTrain = true
+    public var runTest = false
+    /// The test stage (data_cfg.test, test_model, infer_cfg, …), when data_cfg has a test set.
+    public var testStage: TestStageConf?
     public var modelType = MLPClassifier.typeName
     public var modelConf: [String: ConfigValue]
     /// train_cfg.model.module_conf and criterion_conf (SpeeChain's places for them).
@@ -117,7 +124,7 @@ public struct Experiment: Sendable {
         "report_per_steps", "best_model_selection", "early_stopping_patience", "last_model_number", "train_result_path",
         "resume", "init_weights", "check_consistency_every", "amp_dtype", "grad_scaler", "early_stopping_threshold",
         "train", "test", "dry_run", "no_optim", "attach_config_folder_to_path", "flush_denormal",
-        "collective_timeout",
+        "collective_timeout", "test_model", "test_result_path", "infer_cfg", "attach_model_folder_when_test", "bad_cases_selection",
     ]
 
     /// Keys of SpeeChain's runner for GPUs, data-loader workers and torch.distributed: meaningless under MPI on
@@ -129,13 +136,11 @@ public struct Experiment: Sendable {
         "ignore_train_exception", "ignore_test_exception", "start_epoch",
     ]
 
-    /// Keys of SpeeChain's test stage and visual snapshots, which are not built yet: accepted with one note while
-    /// nothing asks for them (`test: true` is refused).
+    /// Keys of SpeeChain's visual snapshots, which are not built: accepted with one note.
     public static let unbuiltFeatureKeys = [
-        "test_model", "test_result_path", "infer_cfg", "attach_model_folder_when_test", "bad_cases_selection",
         "visual_snapshot_number", "visual_snapshot_interval", "monitor_snapshot_conf",
     ]
-    public static let dataKeys = ["batch_size", "shuffle", "train", "valid"]
+    public static let dataKeys = ["batch_size", "shuffle", "train", "valid", "test"]
     public static let trainKeys = ["model", "optim_sches"]
 
     /// The built-in default, as a user would write it.
@@ -238,6 +243,28 @@ public struct Experiment: Sendable {
         guard let trainValue = data["train"] else { throw ConfigError.missing(context: "\(source): data_cfg", key: "train") }
         train = try Self.dataSource(trainValue, context: "\(source): data_cfg.train")
         valid = try data["valid"].map { try Self.dataSource($0, context: "\(source): data_cfg.valid") }
+        var testSets: [(name: String, conf: SpeechTextBatches.Conf)] = []
+        switch data["test"] {
+        case nil, .null?: break
+        case .map(let sets)?:
+            for name in sets.keys.sorted() {
+                guard case .speech(let c) = try Self.dataSource(sets[name]!, context: "\(source): data_cfg.test.\(name)") else {
+                    throw ConfigError.invalidValue(context: "\(source): data_cfg.test.\(name)", key: "type", reason: "a test set is a speech iterator (abs.Iterator)")
+                }
+                testSets.append((name, c))
+            }
+        case let other?:
+            throw ConfigError.wrongType(context: "\(source): data_cfg", key: "test", expected: "a mapping of test-set names to iterators (test-clean: {type, conf})", found: other)
+        }
+        if r.contains("train") || r.contains("test") {
+            runTrain = try r.bool("train", default: false)
+            runTest = try r.bool("test", default: false)
+        } else {
+            runTrain = true
+            runTest = !testSets.isEmpty
+        }
+        guard runTrain || runTest else { throw ConfigError.invalidValue(context: source, key: "train", reason: "train and test are both false: nothing to run") }
+        if runTest && testSets.isEmpty { throw ConfigError.missing(context: "\(source): data_cfg (test: true)", key: "test") }
 
         var trainCfgOrders: [String: [String]] = [:]
         let trainCfg = try Self.section(config["train_cfg"], key: "train_cfg", source: source, keyOrders: &trainCfgOrders)
@@ -259,6 +286,10 @@ public struct Experiment: Sendable {
             }
             train = tokenised(train)
             valid = valid.map(tokenised)
+            testSets = testSets.map { set in
+                guard case .speech(let c) = tokenised(.speech(set.conf)) else { return set }
+                return (set.name, c)
+            }
         }
         guard let sches = trainCfg["optim_sches"] else { throw ConfigError.missing(context: "\(source): train_cfg", key: "optim_sches") }
         optimSches = sches
@@ -270,6 +301,9 @@ public struct Experiment: Sendable {
         let defaultSet = valid == nil ? "train" : "valid"
         bestModelSelection = try Self.selections(config["best_model_selection"], context: source,
                                                  fallback: ModelSelection(set: defaultSet, metric: "loss", mode: .min, number: 1))
+        if !testSets.isEmpty {
+            testStage = try Self.testStage(config, r, sets: testSets, selection: bestModelSelection[0], source: source)
+        }
         try validate()
     }
 
@@ -293,15 +327,13 @@ public struct Experiment: Sendable {
             throw ConfigError.keys(context: source, message: "unknown key\(misspelt.count == 1 ? "" : "s") \(misspelt.joined(separator: ", "))")
         }
         if !inapplicable.isEmpty { notes.append("note: \(inapplicable.joined(separator: ", ")) do not apply under MPI on CPUs (one rank per process, data loaded in each rank); ignored") }
-        if !unbuilt.isEmpty { notes.append("note: \(unbuilt.joined(separator: ", ")) belong to the test stage and visual snapshots, which are not built yet; ignored") }
+        if !unbuilt.isEmpty { notes.append("note: \(unbuilt.joined(separator: ", ")) belong to visual snapshots, which are not built; ignored") }
         if !unused.isEmpty { notes.append("note: \(unused.joined(separator: ", ")) \(unused.count == 1 ? "is" : "are") no experiment key and no !ref uses \(unused.count == 1 ? "it" : "them"); ignored") }
     }
 
     /// Features of SpeeChain's runner that are not built: asking for any of them is one error naming them all.
     private static func refuseUnbuiltFeatures(_ r: ConfReader) throws {
         var asked: [String] = []
-        if try r.bool("train", default: true) == false { asked.append("train: false (only training is built)") }
-        if try r.bool("test", default: false) { asked.append("test: true (the test stage)") }
         if try r.bool("dry_run", default: false) { asked.append("dry_run: true") }
         if try r.bool("no_optim", default: false) { asked.append("no_optim: true") }
         if !asked.isEmpty { throw ConfigError.keys(context: r.context, message: "not built yet: \(asked.joined(separator: ", "))") }
@@ -333,7 +365,7 @@ public struct Experiment: Sendable {
             "amp_dtype": .string(training.ampDType.rawValue), "valid_per_epochs": .int(validPerEpochs),
             "report_per_steps": .int(reportPerSteps), "early_stopping_threshold": .double(earlyStoppingThreshold),
             "early_stopping_patience": earlyStoppingPatience.map { .int($0) } ?? .null,
-            "last_model_number": .int(lastModelNumber), "resume": .bool(resume), "train": .bool(true), "test": .bool(false),
+            "last_model_number": .int(lastModelNumber), "resume": .bool(resume), "train": .bool(runTrain), "test": .bool(runTest),
             "best_model_selection": .list(bestModelSelection.map {
                 .list([.string($0.set), .string($0.metric), .string($0.mode.rawValue), .int($0.number)])
             }),
@@ -439,6 +471,51 @@ public struct Experiment: Sendable {
             for k in g.keys { c.groupInfo[k] = try gr.optionalStringList(k) ?? [] }
         }
         return c
+    }
+
+    /// test_model (a name or a list; default: the first best_model_selection's average, or its best when it
+    /// keeps one), infer_cfg (TestReport.inferConfigurations), test_result_path, attach_model_folder_when_test,
+    /// bad_cases_selection (a list of (metric, max|min, N); default ARASR's).
+    private static func testStage(_ config: [String: ConfigValue], _ r: ConfReader, sets: [(name: String, conf: SpeechTextBatches.Conf)],
+                                  selection: ModelSelection, source: String) throws -> TestStageConf {
+        let models: [String]
+        switch config["test_model"] {
+        case nil, .null?: models = [selection.number > 1 ? selection.averageName : "\(selection.set)_\(selection.metric)_best"]
+        case .string(let s)?: models = [s]
+        case .list(let l)?:
+            models = try l.map { v -> String in
+                guard case .string(let s) = v else { throw ConfigError.wrongType(context: source, key: "test_model", expected: "a model name or a list of names", found: v) }
+                return s
+            }
+        case let other?: throw ConfigError.wrongType(context: source, key: "test_model", expected: "a model name or a list of names", found: other)
+        }
+        for m in models where m.isEmpty || m.contains("/") || m.hasPrefix(".") {
+            throw ConfigError.invalidValue(context: source, key: "test_model", reason: "'\(m)' is no name of a file in models/ (e.g. latest, valid_accuracy_best, 10_valid_accuracy_average)")
+        }
+        var runs: [TestStageConf.InferRun] = []
+        for (name, args) in try TestReport.inferConfigurations(config["infer_cfg"]) {
+            runs.append(.init(name: name, options: try DecodingOptions(conf: args, context: "\(source): infer_cfg (\(name))"), args: args))
+        }
+        for run in runs where run.options.decodeOnly {
+            throw ConfigError.invalidValue(context: "\(source): infer_cfg (\(run.name))", key: "decode_only", reason: "not built (the test stage always scores against the reference); use false")
+        }
+        var badCases = TestStageConf.defaultBadCases
+        switch config["bad_cases_selection"] {
+        case nil, .null?: break
+        case .list(let l)?:
+            let items: [ConfigValue] = l.allSatisfy({ if case .list = $0 { return true } else { return false } }) ? l : [.list(l)]
+            badCases = try items.map { item in
+                guard case .list(let t) = item, t.count == 3, case .string(let metric) = t[0], case .string(let mode) = t[1], case .int(let n) = t[2] else {
+                    throw ConfigError.wrongType(context: source, key: "bad_cases_selection", expected: "a list of [metric, max|min, N]", found: item)
+                }
+                _ = try TestReport.BadCaseSelection(metric: metric, mode: mode, number: n)
+                return (metric, mode, n)
+            }
+        case let other?: throw ConfigError.wrongType(context: source, key: "bad_cases_selection", expected: "a list of [metric, max|min, N]", found: other)
+        }
+        return TestStageConf(testModels: models, inferRuns: runs, sets: sets,
+                             resultPath: r.contains("test_result_path") ? try r.string("test_result_path", default: "") : nil,
+                             attachModelFolder: try r.bool("attach_model_folder_when_test", default: true), badCases: badCases)
     }
 
     /// `!tuple (valid, accuracy, max, 3)`, a list of such tuples, or the string `valid accuracy max 3`.

@@ -34,6 +34,11 @@ public enum Launcher {
         }
         do {
             try work(job, communicator)
+        } catch let error as AgreedFailure {
+            // every rank throws it at the same point, holding the same message: each says it and ends cleanly
+            report(error, communicator, program)
+            (communicator as? MPICommunicator)?.finalize()
+            return 1
         } catch {
             fail(error, communicator, program)
         }
@@ -42,12 +47,20 @@ public enum Launcher {
     }
 
     /// Trains the experiment `makeExperiment` reads (its errors, like every set-up error, are reported per rank).
-    public static func train(_ makeExperiment: () throws -> Experiment) -> Int32 {
-        run(setUp: { communicator -> Trainer in
+    public static func train(_ makeExperiment: () throws -> Experiment,
+                             killAfterTestRound: (rank: Int, round: Int)? = nil) -> Int32 {
+        run(setUp: { communicator -> (Trainer?, Tester?) in
             let experiment = try makeExperiment()
             (communicator as? MPICommunicator)?.collectiveTimeout = experiment.collectiveTimeout
-            return try Trainer(experiment: experiment, communicator: communicator)
-        }, work: { trainer, _ in try trainer.run() })
+            let trainer = experiment.runTrain ? try Trainer(experiment: experiment, communicator: communicator) : nil
+            var tester = experiment.runTest ? try Tester(experiment: experiment, communicator: communicator) : nil
+            tester?.killAfterRound = killAfterTestRound
+            if !experiment.runTrain, communicator.isRoot { for note in experiment.notes { print(note) } }
+            return (trainer, tester)
+        }, work: { job, _ in
+            _ = try job.0?.run()
+            try job.1?.run()
+        })
     }
 
     public static func report(_ error: Error, _ communicator: Communicator? = nil, _ program: String = "speechain-mpi") {
@@ -81,3 +94,7 @@ public enum Launcher {
         exit(1)
     }
 }
+
+/// An error all ranks reach together, after a collective told every rank the same message (e.g. rank 0 found the
+/// test stage's model file missing): reported on every rank, and the job ends without MPI_Abort.
+public protocol AgreedFailure: Error {}

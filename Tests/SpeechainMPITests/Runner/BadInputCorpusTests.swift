@@ -64,7 +64,7 @@ import Testing
         (["--config", "{dir}/deep.yaml"], "deep.yaml: line 1 is nested more than 256 levels deep"),
         (["--config", "{dir}/deepblock.yaml"], "deepblock.yaml: line 258 is nested more than 256 levels deep"),
         (["--config", "{dir}"], "is a directory"),
-        (["--config", "{dir}/unbuilt.yaml"], "unbuilt.yaml: not built yet: test: true (the test stage)"),
+        (["--config", "{dir}/unbuilt.yaml"], "unbuilt.yaml: data_cfg (test: true): missing required key 'test'"),
         (["--config", "{dir}/misspelt.yaml"], "misspelt.yaml: unknown key 'num_epoch' (num_epochs?)"),
         (["--set", "=3"], "--set expects key=value, found '=3'"),
         (["--set", "data_cfg.train.type=csv"], "'type' must be npy, synthetic, abs.Iterator or block.BlockIterator, found 'csv'"),
