@@ -165,7 +165,11 @@ public final class Trainer {
             if communicator.isRoot, let dir = resultDir { try writeConfigs(to: dir) }
             monitor.line(model.description)
             for s in schedulers { monitor.line("\(s.name): \(s.description)") }
-            if communicator.size > 1 { monitor.line("data parallel over \(communicator.size) ranks, batch \(exp.batchSize) per rank") }
+            if communicator.size > 1 {
+                monitor.line(exp.train.isSpeech
+                    ? "data parallel over \(communicator.size) ranks, each global batch of \(trainSet) split by stride"
+                    : "data parallel over \(communicator.size) ranks, batch \(exp.batchSize) per rank")
+            }
         }
         var epoch = state.epoch
         while epoch < exp.numEpochs && !state.stopped {

@@ -303,11 +303,11 @@ public func makeTokenizer(tokenType: String, tokenPath: String?, copyPath: Strin
     }
     func pick(_ name: String, _ backup: String) throws -> String {
         if let tokenPath {
-            let candidate = try SpeechainPath.resolve(tokenPath) + "/" + name
+            let candidate = try SpeechainPath.resolve(tokenPath, environment: SpeechTextBatches.environment()) + "/" + name
             if FileManager.default.fileExists(atPath: candidate) || copyPath == nil { return candidate }
         }
         guard let copyPath else { throw SpeechDataError.setting("token_path is not given (and there is no copy_path backup)") }
-        return try SpeechainPath.resolve(copyPath) + "/" + backup
+        return try SpeechainPath.resolve(copyPath, environment: SpeechTextBatches.environment()) + "/" + backup
     }
     let vocabulary = try Vocabulary.load(try pick("vocab", "token_vocab"))
     if type == "char" { return CharTokenizer(vocabulary: vocabulary) }
