@@ -176,22 +176,7 @@ public final class ARASR: Model {
         }
         batchSize = b
         trainingForward = context.training
-        try computeFeatures(feat, context: context)
-        // the encoder
-        guard frames >= prenet.minFrames else {
-            throw ModelError.dataMismatch("the longest utterance of the batch has \(frames) frames; the prenet's convolutions need at least \(prenet.minFrames)")
-        }
-        resize(&encLengths, b)
-        for i in 0..<b {
-            encLengths[i] = prenet.outputLength(featureLengths[i])
-            guard encLengths[i] >= 1 else {
-                throw ModelError.dataMismatch("utterance \(i) of the batch has \(featureLengths[i]) frames, too short for the prenet (at least \(prenet.minFrames))")
-            }
-        }
-        encFrames = prenet.outputFrames(frames)
-        for bn in prenet.norms { bn.reduce = syncBatchNorm && context.training ? context.reduce : nil }
-        let prenetOut = try prenet.forward(features.pointer, batch: b, frames: frames, context: context)
-        encoder.forward(prenetOut, batch: b, frames: encFrames, lengths: encLengths, context: context)
+        try encode(feat, context: context)
         let enc = encoder.output.pointer
         // the decoder's inputs and the targets
         textStride = textTensor.shape[1]
@@ -238,6 +223,26 @@ public final class ARASR: Model {
         metrics["ce_loss"] = ceLoss
         metrics["ctc_loss"] = ctcLoss
         metrics["accuracy"] = accuracy
+    }
+
+    /// feat → the encoder's output (`encoder.output` [B, encFrames, d], `encLengths`): features, prenet, encoder.
+    func encode(_ feat: BatchTensor, context: ForwardContext) throws {
+        let b = feat.count
+        try computeFeatures(feat, context: context)
+        guard frames >= prenet.minFrames else {
+            throw ModelError.dataMismatch("the longest utterance of the batch has \(frames) frames; the prenet's convolutions need at least \(prenet.minFrames)")
+        }
+        resize(&encLengths, b)
+        for i in 0..<b {
+            encLengths[i] = prenet.outputLength(featureLengths[i])
+            guard encLengths[i] >= 1 else {
+                throw ModelError.dataMismatch("utterance \(i) of the batch has \(featureLengths[i]) frames, too short for the prenet (at least \(prenet.minFrames))")
+            }
+        }
+        encFrames = prenet.outputFrames(frames)
+        for bn in prenet.norms { bn.reduce = syncBatchNorm && context.training ? context.reduce : nil }
+        let prenetOut = try prenet.forward(features.pointer, batch: b, frames: frames, context: context)
+        encoder.forward(prenetOut, batch: b, frames: encFrames, lengths: encLengths, context: context)
     }
 
     /// feat → `features` [B, frames, D] with `featureLengths`: the frontend (float32), normalize, specaug.

@@ -25,21 +25,7 @@ extension ARASR {
                                            reason: "the model has no CTC layer (trained with ctc_weight 0); use 0, found \(options.ctcWeight)")
         }
         let context = ForwardContext(training: false)
-        try computeFeatures(feat, context: context)
-        guard frames >= prenet.minFrames else {
-            throw ModelError.dataMismatch("the longest utterance of the batch has \(frames) frames; the prenet's convolutions need at least \(prenet.minFrames)")
-        }
-        resize(&encLengths, b)
-        for i in 0..<b {
-            encLengths[i] = prenet.outputLength(featureLengths[i])
-            guard encLengths[i] >= 1 else {
-                throw ModelError.dataMismatch("utterance \(i) of the batch has \(featureLengths[i]) frames, too short for the prenet (at least \(prenet.minFrames))")
-            }
-        }
-        encFrames = prenet.outputFrames(frames)
-        for bn in prenet.norms { bn.reduce = nil }
-        let prenetOut = try prenet.forward(features.pointer, batch: b, frames: frames, context: context)
-        encoder.forward(prenetOut, batch: b, frames: encFrames, lengths: encLengths, context: context)
+        try encode(feat, context: context)
         let d = dModel, s = encFrames, V = vocabSize
         let enc = [Float](UnsafeBufferPointer(start: encoder.output.pointer, count: b * s * d))
         let lengths = encLengths

@@ -113,20 +113,20 @@ public enum ErrorRate {
 
     /// Corpus CER: all character errors over all reference characters (not the mean of per-utterance rates).
     public static func corpusCER(_ pairs: [(hypothesis: String, reference: String)]) -> Double {
-        var errors = 0, length = 0
-        for p in pairs {
-            let c = characterErrors(hypothesis: p.hypothesis, reference: p.reference)
-            errors += c.errors; length += c.length
-        }
-        return rate(errors: errors, length: length)
+        corpusRate(pairs, characterErrors)
     }
 
     /// Corpus WER: all word errors over all reference words (not the mean of per-utterance rates).
     public static func corpusWER(_ pairs: [(hypothesis: String, reference: String)]) -> Double {
+        corpusRate(pairs, wordErrors)
+    }
+
+    private static func corpusRate(_ pairs: [(hypothesis: String, reference: String)],
+                                   _ count: (_ hypothesis: String, _ reference: String) -> (errors: Int, length: Int)) -> Double {
         var errors = 0, length = 0
         for p in pairs {
-            let w = wordErrors(hypothesis: p.hypothesis, reference: p.reference)
-            errors += w.errors; length += w.length
+            let c = count(p.hypothesis, p.reference)
+            errors += c.errors; length += c.length
         }
         return rate(errors: errors, length: length)
     }

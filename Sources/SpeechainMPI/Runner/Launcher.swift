@@ -53,7 +53,7 @@ public enum Launcher {
             let experiment = try makeExperiment()
             (communicator as? MPICommunicator)?.collectiveTimeout = experiment.collectiveTimeout
             let trainer = experiment.runTrain ? try Trainer(experiment: experiment, communicator: communicator) : nil
-            var tester = experiment.runTest ? try Tester(experiment: experiment, communicator: communicator) : nil
+            let tester = experiment.runTest ? try Tester(experiment: experiment, communicator: communicator) : nil
             tester?.killAfterRound = killAfterTestRound
             if !experiment.runTrain, communicator.isRoot { for note in experiment.notes { print(note) } }
             return (trainer, tester)
