@@ -122,6 +122,17 @@ import Testing
             let b = try String(contentsOf: try Self.results(cut).appendingPathComponent(file), encoding: .utf8)
             #expect(a == b, "\(file)")
         }
+        // the same model tested again by one rank alone (--test true): the batches are planned as for one rank, so
+        // the hypotheses and their scores do not depend on how many ranks decode them
+        let alone = whole.appendingPathComponent("np1-test")
+        let r = try Self.run(np: nil, config, in: whole, ["--test", "true", "--test_result_path", alone.path])
+        try #require(r.status == 0, "\(r.stderr.suffix(2000))")
+        let run = try Self.results(whole).deletingLastPathComponent().deletingLastPathComponent().lastPathComponent
+        for file in ["idx2text", "idx2text_confid"] {
+            let a = try String(contentsOf: try Self.results(whole).appendingPathComponent(file), encoding: .utf8)
+            let b = try String(contentsOf: alone.appendingPathComponent("\(run)/3_valid_accuracy_average/test/\(file)"), encoding: .utf8)
+            #expect(a == b, "np 1 decoding of the np 2 model: \(file)")
+        }
     }
 
     /// Bad input of the test stage: one line naming it, a non-zero exit, on every rank.
