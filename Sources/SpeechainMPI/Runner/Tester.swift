@@ -37,7 +37,7 @@ public final class Tester {
     public let conf: TestStageConf
     public let model: ARASR
     public let communicator: Communicator
-    private let sets: [(name: String, batches: SpeechTextBatches)]
+    private let sets: [(name: String, batches: SpeechTextBatches, groups: [(name: String, idToGroup: [String: String])])]
     private let output: (String) -> Void
     /// Test hook: SIGKILL rank `rank` once `round` rounds of the first decoding are checkpointed.
     public var killAfterRound: (rank: Int, round: Int)?
@@ -60,7 +60,17 @@ public final class Tester {
                 throw ConfigError.missing(context: "data_cfg.test.\(set.name).conf.dataset_conf.main_data", key: "text")
             }
             try b.check(for: built, set: "test")
-            return (set.name, b)
+            // group_info (idx2spk, idx2gen) read here too: a bad file is a set-up error, not one after the decoding
+            var groups: [(name: String, idToGroup: [String: String])] = []
+            for (kind, paths) in set.conf.groupInfo.sorted(by: { $0.key < $1.key }) {
+                var map: [String: String] = [:]
+                for p in paths {
+                    let resolved = try SpeechainPath.resolve(p, environment: SpeechTextBatches.environment())
+                    map.merge(try TestReport.readGroupInfo(at: URL(fileURLWithPath: resolved))) { a, _ in a }
+                }
+                groups.append((kind, map))
+            }
+            return (set.name, b, groups)
         }
         for run in conf.inferRuns where run.options.beamSize + 1 > built.vocabSize {
             throw ConfigError.invalidValue(context: "infer_cfg \(run.name)", key: "beam_size",
@@ -81,11 +91,11 @@ public final class Tester {
         for testModel in conf.testModels {
             try loadWeights(models.appendingPathComponent("\(testModel).safetensors"), name: testModel, folder: models)
             for run in conf.inferRuns {
-                for (name, batches) in sets {
+                for (name, batches, groups) in sets {
                     var folder = root.appendingPathComponent(run.name)
                     if conf.attachModelFolder { folder.appendPathComponent(testModel) }
                     folder.appendPathComponent(name.replacingOccurrences(of: "/", with: "%"))
-                    try decode(batches, run: run, testModel: testModel, setName: name, folder: folder, hook: first ? killAfterRound : nil)
+                    try decode(batches, groups: groups, run: run, testModel: testModel, setName: name, folder: folder, hook: first ? killAfterRound : nil)
                     first = false
                 }
             }
@@ -144,7 +154,7 @@ public final class Tester {
         var results: [UtteranceResult]
     }
 
-    private func decode(_ set: SpeechTextBatches, run: TestStageConf.InferRun, testModel: String, setName: String,
+    private func decode(_ set: SpeechTextBatches, groups: [(name: String, idToGroup: [String: String])], run: TestStageConf.InferRun, testModel: String, setName: String,
                         folder: URL, hook: (rank: Int, round: Int)?) throws {
         let world = communicator.size, rank = communicator.rank
         let planned = set.iterator.planned
@@ -217,16 +227,6 @@ public final class Tester {
             }
         }
         if communicator.isRoot {
-            var groups: [(name: String, idToGroup: [String: String])] = []
-            let env = SpeechTextBatches.environment()
-            for (kind, paths) in set.conf.groupInfo.sorted(by: { $0.key < $1.key }) {
-                var map: [String: String] = [:]
-                for p in paths {
-                    let resolved = try SpeechainPath.resolve(p, environment: env)
-                    map.merge(try TestReport.readGroupInfo(at: URL(fileURLWithPath: resolved))) { a, _ in a }
-                }
-                groups.append((kind, map))
-            }
             let summary = try TestReport.write(progress.results, groups: groups, badCases: conf.badCases, to: folder)
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
             output("test \(label): WER \(String(format: "%.2f", summary.wer * 100))% (\(summary.wordErrors)/\(summary.words) words), "
