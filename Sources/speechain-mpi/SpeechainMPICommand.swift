@@ -118,7 +118,7 @@ struct SpeechainMPICommand: ParsableCommand {
             switch (killAfterTestRound == nil ? failRank : nil, failStep) {
             case (let r?, let s?):
                 guard let mode = Experiment.InjectedFailure.Mode(rawValue: failMode) else {
-                    throw ValidationError("--fail_mode must be throw or kill, found '\(failMode)'")
+                    throw ValidationError("--fail_mode must be throw, kill or perturb, found '\(failMode)'")
                 }
                 experiment.failure = .init(rank: r, step: s, mode: mode)
             case (nil, nil): break

@@ -3,7 +3,7 @@ import Foundation
 
 /// The collectives an MPICommunicator offers, as a timeout names them.
 public enum Collective: Int64, Sendable, CustomStringConvertible {
-    case allreduce = 1, allreduceMin, broadcast, allgather, barrier
+    case allreduce = 1, allreduceMin, broadcast, allgather, barrier, gather
 
     public var description: String {
         switch self {
@@ -12,6 +12,7 @@ public enum Collective: Int64, Sendable, CustomStringConvertible {
         case .broadcast: return "broadcast"
         case .allgather: return "allgather"
         case .barrier: return "barrier"
+        case .gather: return "gather"
         }
     }
 }

@@ -14,6 +14,9 @@ public protocol Communicator: AnyObject {
     func allreduceMin(_ value: Int) throws -> Int
     /// Every rank's value, in rank order.
     func allgather(_ value: Int64) throws -> [Int64]
+    /// Rank `root` receives every rank's `count` floats, in rank order (`receive`: size × count floats, used on the
+    /// root only).
+    func gather(_ send: UnsafePointer<Float>, count: Int, into receive: UnsafeMutablePointer<Float>?, root: Int) throws
     func barrier() throws
     /// What the caller is doing, named if a collective times out: `communicator.context = "step \(stepNum)"`.
     var context: String? { get set }
@@ -35,6 +38,9 @@ public final class LocalCommunicator: Communicator {
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int) {}
     public func allreduceMin(_ value: Int) -> Int { value }
     public func allgather(_ value: Int64) -> [Int64] { [value] }
+    public func gather(_ send: UnsafePointer<Float>, count: Int, into receive: UnsafeMutablePointer<Float>?, root: Int) {
+        receive?.update(from: send, count: count)
+    }
     public func barrier() {}
     public var context: String?
     public func abort(code: Int32) -> Never { exit(code) }

@@ -162,6 +162,17 @@ public final class MPICommunicator: Communicator {
         return Array(UnsafeBufferPointer(start: scratch + 1, count: size))
     }
 
+    public func gather(_ send: UnsafePointer<Float>, count: Int, into receive: UnsafeMutablePointer<Float>?, root: Int) throws {
+        guard size > 1 else { receive?.update(from: send, count: count); return }
+        precondition(count <= Int(Int32.max), "one MPI_Igather carries at most Int32.max elements per rank")
+        precondition(rank != root || receive != nil, "the root of a gather needs a receive buffer")
+        try watchdog.run(.gather) {
+            try watchdog.complete("MPI_Igather") {
+                MPI_Igather(send, Int32(count), scm_float(), receive, Int32(count), scm_float(), Int32(root), comm, &$0)
+            }
+        }
+    }
+
     /// Every rank has arrived: the watchdog's arrival phase alone.
     public func barrier() throws {
         guard size > 1 else { return }

@@ -52,7 +52,8 @@ public struct CheckpointState: Codable, Sendable {
 }
 
 /// The resumable checkpoint: one safetensors file (so one atomic rename makes it current) holding the model
-/// (`model.<name>`), the gradient accumulation buffer (`gradients`), every optimizer state tensor
+/// (`model.<name>`), the gradient accumulation buffer (`gradients`; when an epoch ends inside an accumulation
+/// window under MPI, also every other rank's partial sum as `gradients.rank<r>`), every optimizer state tensor
 /// (`optim.<scheduler>.<tensor>`) and, as JSON in the metadata, the rest of the state (the state record).
 ///
 /// The metadata also holds the CRC-32C (Castagnoli, RFC 3720) of every tensor's little-endian F32 bytes and of the
@@ -66,14 +67,18 @@ public enum Checkpoint {
     /// The name of the state record in the digests and in messages.
     static let stateRecord = "state record"
 
-    public static func write(_ state: CheckpointState, model: any Model, schedulers: [OptimScheduler], to url: URL,
-                             midWrite: (() -> Void)? = nil) throws {
+    public static func write(_ state: CheckpointState, model: any Model, schedulers: [OptimScheduler],
+                             otherRanksGradients: [[Float]] = [], to url: URL, midWrite: (() -> Void)? = nil) throws {
         var state = state
         var tensors = model.parameters.entries.map {
             NamedTensor(name: "model." + $0.name, shape: $0.shape, values: model.parameters.values.toArray($0.range))
         }
         tensors.append(contentsOf: model.bufferTensors.map { NamedTensor(name: "buffer." + $0.name, shape: $0.shape, values: $0.values) })
         tensors.append(NamedTensor(name: "gradients", shape: [model.parameters.count], values: model.parameters.gradients.toArray()))
+        for (k, g) in otherRanksGradients.enumerated() {
+            precondition(g.count == model.parameters.count, "a rank's gradient buffer has the model's size")
+            tensors.append(NamedTensor(name: "gradients.rank\(k + 1)", shape: [g.count], values: g))
+        }
         for s in schedulers {
             let dict = s.stateDict()
             let names = dict.optimizer.tensors.keys.sorted()
@@ -169,7 +174,13 @@ public enum Checkpoint {
 
     /// Checks, changing nothing, that a verified checkpoint's tensors fit `model` and `schedulers`: anything that
     /// does not — another model, other schedulers or optimizers — is an error naming the file.
-    public static func fit(_ checkpoint: Verified, model: any Model, schedulers: [OptimScheduler]) throws -> Fitted {
+    ///
+    /// `rank` of `world` picks the gradient accumulation buffer: at the checkpoint's own world size each rank its
+    /// own partial sum (bit-identical continuation); at another world size (same global batch) rank 0 takes the
+    /// sum over the old ranks scaled by new/old world size — what the next update's average then needs — and the
+    /// other ranks start from zero.
+    public static func fit(_ checkpoint: Verified, model: any Model, schedulers: [OptimScheduler],
+                           rank: Int = 0, world: Int = 1) throws -> Fitted {
         let path = checkpoint.path, state = checkpoint.state, byName = checkpoint.tensors
         let weights = checkpoint.weights
         try model.parameters.validate(weights, source: path)
@@ -179,6 +190,33 @@ public enum Checkpoint {
         }
         guard let grads = byName["gradients"], grads.values.count == model.parameters.count else {
             throw CheckpointError.invalid(path: path, reason: "its gradient buffer does not fit the model")
+        }
+        let savedWorld = state.worldSize
+        let rankNames = byName.keys.filter { $0.hasPrefix("gradients.rank") }
+        let others: [[Float]]
+        if rankNames.isEmpty {
+            others = []
+        } else {
+            others = try (1..<savedWorld).map { r in
+                guard let t = byName["gradients.rank\(r)"], t.values.count == model.parameters.count else {
+                    throw CheckpointError.invalid(path: path, reason: "rank \(r)'s gradient buffer is missing or does not fit the model")
+                }
+                return t.values
+            }
+            guard rankNames.count == savedWorld - 1 else {
+                throw CheckpointError.invalid(path: path, reason: "it holds \(rankNames.count + 1) ranks' gradient buffers for a world of \(savedWorld)")
+            }
+        }
+        var gradients: [Float]
+        if world == savedWorld {
+            gradients = rank == 0 ? grads.values : (others.isEmpty ? [Float](repeating: 0, count: grads.values.count) : others[rank - 1])
+        } else if rank == 0 {
+            let factor = Double(world) / Double(savedWorld)
+            gradients = grads.values.indices.map { i in
+                Float((Double(grads.values[i]) + others.reduce(0) { $0 + Double($1[i]) }) * factor)
+            }
+        } else {
+            gradients = [Float](repeating: 0, count: grads.values.count)
         }
         var optimizerStates: [(OptimScheduler, OptimSchedulerState)] = []
         let saved = Set(state.schedulers.keys), current = Set(schedulers.map(\.name))
@@ -199,7 +237,7 @@ public enum Checkpoint {
             try s.validateState(st)
             optimizerStates.append((s, st))
         }
-        return Fitted(model: model, weights: weights, buffers: buffers, gradients: grads.values, optimizerStates: optimizerStates, path: path)
+        return Fitted(model: model, weights: weights, buffers: buffers, gradients: gradients, optimizerStates: optimizerStates, path: path)
     }
 
     /// Reads, verifies and loads a checkpoint, returning its state record (no check against an experiment: that is

@@ -107,13 +107,14 @@ public struct Experiment: Sendable {
     public var checkConsistencyEvery = 0
     /// Seconds a rank waits in one collective for the others before it ends the job (CollectiveWatchdog).
     public var collectiveTimeout = 600.0
-    /// Test hook: make rank `failRank` fail at step `failStep`, by throwing or by SIGKILL.
+    /// Test hook: make rank `failRank` fail at step `failStep`, by throwing, by SIGKILL or by nudging its first
+    /// parameter (`perturb`: the ranks silently diverge).
     public var failure: InjectedFailure?
     /// Test hook: SIGKILL rank 0 halfway through writing the checkpoint of this epoch.
     public var killDuringCheckpointOfEpoch: Int?
 
     public struct InjectedFailure: Sendable, Equatable {
-        public enum Mode: String, Sendable { case `throw`, kill }
+        public enum Mode: String, Sendable { case `throw`, kill, perturb }
         public var rank: Int, step: Int, mode: Mode
         public init(rank: Int, step: Int, mode: Mode) { self.rank = rank; self.step = step; self.mode = mode }
     }

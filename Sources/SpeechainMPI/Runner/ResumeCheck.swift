@@ -26,7 +26,7 @@ public enum ResumeCheck {
     /// loads it into `model` and `schedulers` and returns the state to continue from. Every refusal is one
     /// `CheckpointError` naming the file and the problem, thrown before anything is loaded.
     public static func resume(from url: URL, run current: CheckpointState, model: any Model,
-                              schedulers: [OptimScheduler]) throws -> CheckpointState {
+                              schedulers: [OptimScheduler], rank: Int = 0) throws -> CheckpointState {
         let checkpoint = try Checkpoint.open(url)
         let saved = checkpoint.state, path = checkpoint.path
         try checkConsistency(saved, path: path)
@@ -34,7 +34,7 @@ public enum ResumeCheck {
         try model.parameters.validate(checkpoint.weights, source: path)
         let changed = changes(from: saved, to: current)
         guard changed.isEmpty else { throw CheckpointError.changed(path: path, changes: changed) }
-        let fitted = try Checkpoint.fit(checkpoint, model: model, schedulers: schedulers)
+        let fitted = try Checkpoint.fit(checkpoint, model: model, schedulers: schedulers, rank: rank, world: current.worldSize)
         guard saved.stepsPerEpoch == current.stepsPerEpoch else {
             throw inconsistent(path, "it has \(saved.stepsPerEpoch) steps per epoch, the same data and global batch give \(current.stepsPerEpoch)")
         }

@@ -113,7 +113,7 @@ public final class Trainer {
             if experiment.resume {
                 guard exists else { throw CheckpointError.missing(path: checkpoint.path) }
                 // verified, checked against this experiment and only then loaded; no file is touched before `run`
-                state = try ResumeCheck.resume(from: checkpoint, run: state, model: model, schedulers: schedulers)
+                state = try ResumeCheck.resume(from: checkpoint, run: state, model: model, schedulers: schedulers, rank: communicator.rank)
             } else if exists {
                 // A new run never overwrites a good checkpoint.
                 throw CheckpointError.wouldOverwrite(path: dir.path)
@@ -217,8 +217,12 @@ public final class Trainer {
             let stepNum = state.stepNum
             communicator.context = "step \(stepNum)"   // a small string: no allocation per step
             if let f = exp.failure, f.rank == rank, f.step == stepNum {
-                if f.mode == .kill { kill(getpid(), SIGKILL) }
-                throw DistributedError.injected(rank: rank, step: stepNum)
+                switch f.mode {
+                case .kill: kill(getpid(), SIGKILL)
+                case .throw: throw DistributedError.injected(rank: rank, step: stepNum)
+                case .perturb:   // this rank's first parameter nudged by 1e-3: a silent divergence for the consistency check
+                    model.parameters.values.pointer[0] += 1e-3
+                }
             }
             // the time this step waited for its batch (the loading itself runs alongside the previous step)
             guard let batch = try timer.measure("data_time", "loader", { try loader.next() }) else { break }
@@ -312,7 +316,8 @@ public final class Trainer {
             monitor.line("early stopping: \(sel.set) \(sel.metric) has not improved by more than the threshold \(ConfigValue.format(es.threshold)) "
                          + "for \(es.epochsWithoutImprovement) epochs, more than the patience \(es.patience ?? 0) (best at epoch \(state.trackers[0].best?.epoch ?? 0))")
         }
-        if communicator.isRoot { try saveEpoch(epoch, changes: changes) }
+        let otherRanksGradients = try gatherPendingGradients()
+        if communicator.isRoot { try saveEpoch(epoch, changes: changes, otherRanksGradients: otherRanksGradients) }
         try monitor.writeCurves(state.history, names: valueNames, schedulers: schedulers.map(\.name))
         // No rank starts the next epoch before rank 0's checkpoint is complete.
         try communicator.barrier()
@@ -354,6 +359,24 @@ public final class Trainer {
         return line + " | " + timeText(since: since, steps: stepsPerEpoch) + String(format: " | %.3f s", r.seconds)
     }
 
+    /// Gradients are accumulated on each rank and summed only on update steps, so an epoch that ends inside an
+    /// accumulation window leaves a different partial sum on every rank. When any rank holds one (a non-zero
+    /// gradient), rank 0 gathers them all for the checkpoint (ranks 1…W−1, in order; rank 0's is the model's own);
+    /// otherwise nothing is sent. Collective: every rank calls it at the end of every epoch.
+    private func gatherPendingGradients() throws -> [[Float]] {
+        let world = communicator.size
+        guard world > 1, resultDir != nil else { return [] }
+        let grads = model.parameters.gradients, count = model.parameters.count
+        let pending = Int64((0..<count).contains { grads.pointer[$0] != 0 } ? 1 : 0)
+        guard try communicator.allgather(pending).contains(1) else { return [] }
+        var all = communicator.isRoot ? [Float](repeating: 0, count: world * count) : []
+        try all.withUnsafeMutableBufferPointer { receive in
+            try communicator.gather(grads.pointer, count: count, into: receive.baseAddress, root: 0)
+        }
+        guard communicator.isRoot else { return [] }
+        return (1..<world).map { Array(all[$0 * count..<($0 + 1) * count]) }
+    }
+
     // MARK: - Files (rank 0)
 
     private var modelsDir: URL? { resultDir?.appendingPathComponent("models", isDirectory: true) }
@@ -363,7 +386,7 @@ public final class Trainer {
     /// The models/ folder after an epoch (`ModelsFolderPlan`): `epoch_N`, the pointers, the averages, the
     /// checkpoint, and last the removal of epochs the plan does not keep. Files are written atomically and pointers
     /// replaced by rename, so every name resolves to a complete file at every instant.
-    private func saveEpoch(_ epoch: Int, changes: [BestModelTracker.Change]) throws {
+    private func saveEpoch(_ epoch: Int, changes: [BestModelTracker.Change], otherRanksGradients: [[Float]]) throws {
         guard let dir = resultDir, let models = modelsDir, let file = epochFile(epoch) else { return }
         var state = self.state
         state.counts = countsSoFar()
@@ -374,7 +397,8 @@ public final class Trainer {
         for (name, e) in plan.pointers.sorted(by: { $0.key < $1.key }) { try ModelPointer.point(name, to: e, in: models) }
         for (name, epochs) in plan.averages.sorted(by: { $0.key < $1.key }) { try writeAverage(of: epochs, named: name, in: models) }
         let hook: (() -> Void)? = experiment.killDuringCheckpointOfEpoch == epoch ? { kill(getpid(), SIGKILL) } : nil
-        try Checkpoint.write(state, model: model, schedulers: schedulers, to: dir.appendingPathComponent(Checkpoint.fileName), midWrite: hook)
+        try Checkpoint.write(state, model: model, schedulers: schedulers, otherRanksGradients: otherRanksGradients,
+                             to: dir.appendingPathComponent(Checkpoint.fileName), midWrite: hook)
         removeEpochFiles(except: plan.keep, in: models)
     }
 
@@ -470,6 +494,8 @@ public final class Trainer {
         for (k, sel) in experiment.bestModelSelection.enumerated() { summary.bestEpochs[sel.description] = state.trackers[k].bestEpochs }
         let checksums = try communicator.allgather(Int64(bitPattern: parameterChecksum()))
         summary.parameterChecksums = checksums.map { String(UInt64(bitPattern: $0), radix: 16) }
+        // the last consistency check (check_consistency_every 0 checks only here): diverged replicas are no result
+        guard Set(checksums).count == 1 else { throw DistributedError.diverged(update: state.updates, checksums: checksums) }
         summary.seconds = Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9
         if communicator.isRoot, let dir = resultDir {
             let weights = dir.appendingPathComponent("model.safetensors")

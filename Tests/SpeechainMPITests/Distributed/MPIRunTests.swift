@@ -142,6 +142,25 @@ func maxRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> Do
         #expect(!FileManager.default.fileExists(atPath: run.directory.appendingPathComponent("summary.json").path))
     }
 
+    /// Rank 1's first parameter is nudged at step 10 (`--fail_mode perturb`); the gradients stay averaged, so the
+    /// replicas differ from then on. check_consistency_every 4 ends the job at the first check after it (update
+    /// 12), naming it on every rank; every 0 still refuses the result at the end (update 32), writing no final
+    /// model or summary; without the nudge both runs pass.
+    @Test(arguments: [4, 0])
+    func aDivergedRankIsCaughtByTheConsistencyCheck(every: Int) throws {
+        let common = ["--num_epochs", "1", "--batch_size", "16", "--check_consistency_every", "\(every)"]
+        let clean = try MPIRun.run(np: 2, common)
+        #expect(clean.result.status == 0, "\(clean.result.stderr)")
+        let run = try MPIRun.run(np: 2, common + ["--fail_rank", "1", "--fail_step", "10", "--fail_mode", "perturb"])
+        #expect(run.result.status != 0)
+        let update = every == 4 ? 12 : 32
+        let line = "ranks diverged: after update \(update) the parameters differ across ranks (2 distinct checksums over 2 ranks)"
+        #expect(run.result.stderr.contains(line), "\(run.result.stderr)")
+        #expect(run.seconds < 30)
+        #expect(!FileManager.default.fileExists(atPath: run.directory.appendingPathComponent("summary.json").path))
+        #expect(!FileManager.default.fileExists(atPath: run.directory.appendingPathComponent("model.safetensors").path))
+    }
+
     @Test func badConfigFailsOnEveryRankWithOneLine() throws {
         let run = try MPIRun.run(np: 2, ["--optim_type", "Adamax"])
         #expect(run.result.status != 0)

@@ -77,6 +77,77 @@ import Testing
         #expect(a.history.map(\.train) == b.history.map(\.train) && a.history.map(\.valid) == b.history.map(\.valid))
     }
 
+    /// The hardest place to stop: accum_grad 3 with 32 (np 1) or 16 (np 2) steps per epoch, so every epoch ends
+    /// inside an accumulation window (2 or 1 micro-steps pending, a different partial sum on each rank); float16 AMP
+    /// with growth_interval 3, so the GradScaler's growth tracker is mid-count at the checkpoint and decides when
+    /// the loss scale next doubles; dropout 0.3, whose masks are drawn from (seed, epoch, rank). Killed in epoch 2
+    /// (SIGKILL, the last rank), resumed from epoch 1's checkpoint across the epoch boundary: the per-step records
+    /// (losses, lr, grad norms, loss scales, skips) and every model file equal the uninterrupted run's bytes.
+    @Test(arguments: [nil, 2] as [Int?])
+    func resumedInsideAnAccumulationWindowUnderAMPWithDropout(np: Int?) throws {
+        let straight = try TestResources.scratchDirectory("accum-straight"), broken = try TestResources.scratchDirectory("accum-broken")
+        defer { for d in [straight, broken] { try? FileManager.default.removeItem(at: d) } }
+        let stepsPerEpoch = np == nil ? 32 : 16
+        #expect(stepsPerEpoch % 3 != 0, "the epoch must end inside an accumulation window")
+        func args(_ dir: URL) -> [String] {
+            ["--num_epochs", "3", "--report_per_steps", "4", "--batch_size", "16", "--accum_grad", "3", "--use_amp", "true",
+             "--set", "data_cfg.train.conf.count=512", "--set", "grad_scaler.growth_interval=3",
+             "--set", "train_cfg.model.model_conf.module_conf.encoder.dropout=0.3", "--train_result_path", dir.path]
+        }
+        let r0 = try launch(np: np, args(straight))
+        #expect(r0.status == 0, "\(r0.stderr)")
+        let failRank = np == nil ? 0 : 1
+        let r1 = try launch(np: np, args(broken) + ["--fail_rank", "\(failRank)", "--fail_step", "\(stepsPerEpoch + 5)", "--fail_mode", "kill"])
+        #expect(r1.status != 0)
+        #expect(try checkpointEpoch(broken) == 1)
+        if np != nil {
+            // the checkpoint holds rank 1's own partial sum beside rank 0's
+            let file = try Safetensors.read(contentsOf: broken.appendingPathComponent(Checkpoint.fileName))
+            let names = Set(file.tensors.map(\.name))
+            #expect(names.contains("gradients") && names.contains("gradients.rank1"))
+            let g0 = try #require(file.tensors.first { $0.name == "gradients" }).values
+            let g1 = try #require(file.tensors.first { $0.name == "gradients.rank1" }).values
+            #expect(g0.contains { $0 != 0 } && g1.contains { $0 != 0 } && g0 != g1)
+        }
+        let r2 = try launch(np: np, args(broken) + ["--resume"])
+        #expect(r2.status == 0, "\(r2.stderr)")
+        // the run really scaled up and skipped: the loss scale changed within the run, after the resume too
+        let decoder = JSONCoding.decoder(snakeCase: true)
+        let records = try String(contentsOf: straight.appendingPathComponent("steps.jsonl"), encoding: .utf8)
+            .split(separator: "\n").map { try decoder.decode(StepRecord.self, from: Data($0.utf8)) }
+        let scales = records.compactMap { $0.lossScale.values.first }
+        #expect(records.count == 3 * stepsPerEpoch && scales.count == records.count)
+        #expect(Set(scales.suffix(stepsPerEpoch)).count >= 2, "the loss scale should change in the last epoch: \(Set(scales))")
+        for file in ["model.safetensors", "steps.jsonl", "models/latest.safetensors"] {
+            #expect(try bytes(straight.appendingPathComponent(file)) == bytes(broken.appendingPathComponent(file)), "\(file) differs")
+        }
+    }
+
+    /// A checkpoint taken inside an accumulation window at np 2 (batch 16 per rank) resumed at np 1 (batch 32: the
+    /// same global batch): rank 0 takes both ranks' partial sums, scaled to the new world, so the run continues
+    /// as the np 2 run does — not bit for bit (the sums change order), within float32 rounding. Without the other
+    /// rank's partial sum, or with rank 0's counted twice, the weights end far apart.
+    @Test func aCheckpointInsideAnAccumulationWindowResumesAtAnotherWorldSize() throws {
+        let straight = try TestResources.scratchDirectory("world-straight"), moved = try TestResources.scratchDirectory("world-moved")
+        defer { for d in [straight, moved] { try? FileManager.default.removeItem(at: d) } }
+        func args(_ dir: URL, batch: Int) -> [String] {
+            ["--num_epochs", "2", "--report_per_steps", "100", "--batch_size", "\(batch)", "--accum_grad", "3",
+             "--optim_type", "SGD", "--lr", "0.05", "--set", "data_cfg.train.conf.count=512", "--train_result_path", dir.path]
+        }
+        let r0 = try launch(np: 2, args(straight, batch: 16))
+        #expect(r0.status == 0, "\(r0.stderr)")
+        let r1 = try launch(np: 2, args(moved, batch: 16) + ["--fail_rank", "1", "--fail_step", "20", "--fail_mode", "kill"])
+        #expect(r1.status != 0)
+        #expect(try checkpointEpoch(moved) == 1)
+        let r2 = try launch(np: nil, args(moved, batch: 32) + ["--resume"])
+        #expect(r2.status == 0, "\(r2.stderr)")
+        func weights(_ dir: URL) throws -> [String: [Float]] {
+            Dictionary(uniqueKeysWithValues: try Safetensors.read(contentsOf: dir.appendingPathComponent("model.safetensors")).tensors.map { ($0.name, $0.values) })
+        }
+        let difference = maxRelativeDifference(try weights(straight), try weights(moved))
+        #expect(difference < 1e-5, "np 2 → np 1 resume ends \(difference) from the uninterrupted np 2 run")
+    }
+
     @Test func aNewRunDoesNotOverwriteACheckpoint() throws {
         let dir = try TestResources.scratchDirectory("keep")
         defer { try? FileManager.default.removeItem(at: dir) }
