@@ -102,6 +102,15 @@ struct SpeechainMPICommand: ParsableCommand {
             default: throw ValidationError("--\(set)_feat and --\(set)_label go together")
             }
         }
+        // Your training set without a validation set: no validation on the built-in synthetic set (best models and
+        // early stopping would follow data that is not yours); the epochs are judged by their training loss unless
+        // you name a selection.
+        if config == nil, trainFeat != nil, validFeat == nil, !assignments.contains(where: { $0.hasPrefix("data_cfg.valid") }) {
+            add("data_cfg.valid", .null)
+            if bestModelSelection == nil, !assignments.contains(where: { $0.hasPrefix("best_model_selection=") }) {
+                add("best_model_selection", .string("train loss min 2"))
+            }
+        }
         for a in assignments {
             guard let eq = a.firstIndex(of: "="), eq != a.startIndex else { throw ValidationError("--set expects key=value, found '\(a)'") }
             let key = String(a[..<eq])

@@ -5,21 +5,23 @@ import Yams
 /// `!ref <name>` (the value of the top-level key `name`; inside a longer string, `<name>` is replaced by its
 /// text, e.g. `!ref <exp_root>/models`) and `!tuple (a, b, c)` (a list of YAML scalars).
 public enum ConfigFile {
-    public static func load(_ path: String) throws -> [String: ConfigValue] {
+    /// `outer`: the top-level values of the config that names this file as its data_cfg or train_cfg, which a
+    /// `!ref` here may use where the file has no key of that name.
+    public static func load(_ path: String, outer: [String: ConfigValue] = [:]) throws -> [String: ConfigValue] {
         guard let data = FileManager.default.contents(atPath: path) else {
             var isDir: ObjCBool = false
             let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
             throw ConfigError.file(path: path, message: exists ? (isDir.boolValue ? "is a directory" : "cannot be read") : "no such file")
         }
         guard let text = String(data: data, encoding: .utf8) else { throw ConfigError.file(path: path, message: "is not UTF-8 text") }
-        return try parse(text, source: path)
+        return try parse(text, source: path, outer: outer)
     }
 
     /// Limits that keep a config from exhausting the parser (libyaml and the resolver recurse once per level).
     public static let maximumBytes = 4 << 20
     public static let maximumDepth = 256
 
-    public static func parse(_ text: String, source: String) throws -> [String: ConfigValue] {
+    public static func parse(_ text: String, source: String, outer: [String: ConfigValue] = [:]) throws -> [String: ConfigValue] {
         try checkLimits(text, source: source)
         let root: Node?
         do {
@@ -33,7 +35,7 @@ public enum ConfigFile {
         guard case .mapping(let mapping) = root else {
             throw ConfigError.file(path: source, message: "the top level must be a mapping of keys to values")
         }
-        var resolver = Resolver(source: source, topLevel: [:])
+        var resolver = Resolver(source: source, topLevel: [:], outer: outer)
         for (k, v) in mapping {
             guard case .scalar(let key) = k else { throw ConfigError.file(path: source, message: "keys must be plain names") }
             resolver.topLevel[key.string] = v
@@ -118,6 +120,8 @@ public enum ConfigFile {
     private struct Resolver {
         let source: String
         var topLevel: [String: Node]
+        /// The naming config's top-level values (for a data_cfg / train_cfg file), seen where topLevel has no key.
+        var outer: [String: ConfigValue] = [:]
         var referenced: Set<String> = []
         var resolving: [String] = []
         var keyOrders: [String: [String]] = [:]
@@ -183,7 +187,9 @@ public enum ConfigFile {
 
         mutating func lookup(_ name: String, path: String) throws -> ConfigValue {
             guard let node = topLevel[name] else {
-                throw ConfigError.file(path: source, message: "'\(path)': !ref <\(name)> names no top-level key")
+                if let v = outer[name] { referenced.insert(name); return v }
+                throw ConfigError.file(path: source, message: "'\(path)': !ref <\(name)> names no top-level key"
+                                       + (outer.isEmpty ? "" : " (of this file or of the config that names it)"))
             }
             guard !resolving.contains(name) else {
                 throw ConfigError.file(path: source, message: "'\(path)': !ref <\(name)> refers to itself through \(resolving.joined(separator: " -> "))")
@@ -222,12 +228,45 @@ extension Experiment {
     /// the command line wins.
     public static func load(configPath: String?, overrides: [(path: String, value: ConfigValue)]) throws -> Experiment {
         var tree = try configPath.map { try ConfigFile.load($0) } ?? defaultConfig()
+        if let configPath { try inlineSubConfigs(&tree, namedBy: configPath) }
         for (path, value) in overrides {
             try ConfigValue.set(value, at: path.split(separator: ".").map(String.init), in: &tree)
         }
         var experiment = try Experiment(config: tree, source: configPath ?? defaultSource)
         if let configPath { experiment.trainResultPath = resultPath(for: configPath, given: experiment.trainResultPath, attach: experiment.attachConfigFolderToPath) }
         return experiment
+    }
+
+    /// data_cfg / train_cfg given as file paths inside a config file are read here, in place: a relative path is
+    /// taken from the folder of the config that names it (SpeeChain takes it from $SPEECHAIN_ROOT, or from the
+    /// current directory when it starts with '.'; that is the fallback when the config's folder has no such file),
+    /// and a `!ref` inside the file may use the naming config's top-level keys. (A path given on the command line,
+    /// `--set data_cfg=…`, is the user's own and is read from the current directory by `Experiment.init`.)
+    static func inlineSubConfigs(_ tree: inout [String: ConfigValue], namedBy configPath: String) throws {
+        let folder = URL(fileURLWithPath: configPath).deletingLastPathComponent()
+        var outer = tree
+        var (referenced, orders) = ConfigFile.takeMarkers(from: &outer)
+        for key in ["data_cfg", "train_cfg"] {
+            guard case .string(let path)? = tree[key] else { continue }
+            var loaded = try ConfigFile.load(resolveSubConfig(path, folder: folder, key: key, in: configPath), outer: outer)
+            let markers = ConfigFile.takeMarkers(from: &loaded)
+            referenced.formUnion(markers.referenced)
+            for (p, o) in markers.keyOrders { orders[p.isEmpty ? key : "\(key).\(p)"] = o }
+            tree[key] = .map(loaded)
+        }
+        tree[ConfigFile.referencedKeysMarker] = .list(referenced.sorted().map { .string($0) })
+        tree[ConfigFile.keyOrderMarker] = .map(orders.mapValues { .list($0.map { .string($0) }) })
+    }
+
+    static func resolveSubConfig(_ path: String, folder: URL, key: String, in configPath: String) throws -> String {
+        if path.hasPrefix("/") { return path }
+        let beside = folder.appendingPathComponent(path).standardizedFileURL.path
+        if FileManager.default.fileExists(atPath: beside) { return beside }
+        let root = SpeechTextBatches.environment()["SPEECHAIN_ROOT"] ?? FileManager.default.currentDirectoryPath
+        let speechain = path.hasPrefix(".") ? URL(fileURLWithPath: path).standardizedFileURL.path
+                                            : URL(fileURLWithPath: root).appendingPathComponent(path).standardizedFileURL.path
+        if FileManager.default.fileExists(atPath: speechain) { return speechain }
+        throw ConfigError.file(path: configPath, message: "\(key) '\(path)' is no file (looked for \(beside), beside the config, and \(speechain))")
     }
 
     /// SpeeChain's result folder for a config file: without train_result_path, `exp/<config name>` in place of the

@@ -243,7 +243,8 @@ public struct Experiment: Sendable {
         shuffle = try d.bool("shuffle", default: true)
         guard let trainValue = data["train"] else { throw ConfigError.missing(context: "\(source): data_cfg", key: "train") }
         train = try Self.dataSource(trainValue, context: "\(source): data_cfg.train")
-        valid = try data["valid"].map { try Self.dataSource($0, context: "\(source): data_cfg.valid") }
+        // valid: null (or ~) is no validation set, as a missing key
+        valid = try data["valid"].flatMap { $0 == .null ? nil : try Self.dataSource($0, context: "\(source): data_cfg.valid") }
         var testSets: [(name: String, conf: SpeechTextBatches.Conf)] = []
         switch data["test"] {
         case nil, .null?: break

@@ -10,6 +10,8 @@ public struct TrainingSummary: Codable, Sendable {
         public var allreduceBytes = 0
     }
     public var worldSize = 1
+    /// Whether this process initialised MPI (false for a world of one started without mpirun).
+    public var mpiInitialized = false
     public var steps = 0
     public var stepsPerEpoch = 0
     public var epochs = 0
@@ -478,6 +480,7 @@ public final class Trainer {
     private func finish(started: UInt64) throws -> TrainingSummary {
         var summary = TrainingSummary()
         summary.worldSize = communicator.size
+        summary.mpiInitialized = MPICommunicator.isInitialized
         summary.stepsPerEpoch = stepsPerEpoch
         summary.steps = state.stepNum
         summary.epochs = state.epoch

@@ -43,6 +43,7 @@ enum MPIRun {
 struct TrainingSummaryFile: Decodable {
     struct Counts: Decodable { let updates: Int; let skipped: Int; let allreduceCalls: Int; let allreduceBytes: Int }
     let worldSize: Int
+    let mpiInitialized: Bool?
     let steps: Int
     let stepsPerEpoch: Int
     let schedulers: [String: Counts]
@@ -120,11 +121,36 @@ func maxRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> Do
         #expect(log.contains("epoch 1:") && log.contains("data parallel over 4 ranks"))
     }
 
+    /// Ranks 1–3 run with a file-size limit of 0 (`ulimit -f 0`): any byte they write to a file kills them with
+    /// SIGXFSZ and the job fails. (Pipes are not files, and the TCP transport replaces the shared-memory one,
+    /// whose segments are files.) The same limit on rank 0 too fails the job: the check can see a write.
+    @Test func ranksOtherThanZeroWriteNoFile() throws {
+        func job(limitRankZero: Bool) throws -> (Executable.Result, URL) {
+            let dir = try TestResources.scratchDirectory("writers")
+            let limited = limitRankZero ? "true" : "[ \"$OMPI_COMM_WORLD_RANK\" != 0 ]"
+            let script = "if \(limited); then ulimit -f 0; fi; exec \"$0\" \"$@\""
+            let r = try Executable.run(["-np", "4", "--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,tcp",
+                                        "/bin/sh", "-c", script, Executable.url.path, "--num_epochs", "2", "--batch_size", "8",
+                                        "--report_per_steps", "1000", "--train_result_path", dir.path],
+                                       environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"],
+                                       executable: MPIRun.mpirun)
+            return (r, dir)
+        }
+        let (ok, dir) = try job(limitRankZero: false)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("checkpoint.safetensors").path))
+        let (refused, dir2) = try job(limitRankZero: true)
+        defer { try? FileManager.default.removeItem(at: dir2) }
+        #expect(refused.status != 0)
+    }
+
     @Test func withoutMPIRunNothingIsCommunicated() throws {
         let run = try MPIRun.run(np: nil, ["--num_epochs", "1"])
         #expect(run.result.status == 0)
         let s = try run.summary()
         #expect(s.worldSize == 1)
+        #expect(s.mpiInitialized == false, "a world of one must not initialise MPI")
         #expect(s.schedulers["main"]?.allreduceCalls == 0)
         #expect(s.schedulers["main"]?.allreduceBytes == 0)
     }
