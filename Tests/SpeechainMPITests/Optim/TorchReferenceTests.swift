@@ -59,6 +59,43 @@ import Testing
         try Self.expectFinalWeights(of: model, in: dir)
     }
 
+    /// Stopped inside an accumulation window (step 6 of accum_grad 4: two micro-steps pending; step 7 of the
+    /// two-scheduler reference: accum_grad 2 with one pending and the decoder's step_per_update 2 half done),
+    /// written to a checkpoint file, read into a fresh model and fresh schedulers, continued: every later step and
+    /// the final weights still match PyTorch's uninterrupted trajectory.
+    @Test(arguments: [("adam_noam_accum4", 6), ("two_sches_decoder_first", 7)])
+    func aCheckpointInsideAnAccumulationWindowContinuesThePyTorchTrajectory(name: String, stop: Int) throws {
+        let dir = "torch_refs/\(name)"
+        let scenario = try decodeJSON(Scenario.self, "\(dir)/scenario.json")
+        let trace = try decodeJSON([TraceRecord].self, "\(dir)/trace.json")
+        let data = try ReferenceData(directory: dir)
+        let order = scenario.optim_sches_order ?? ["main"]
+        #expect(stop % scenario.exp.accum_grad != 0)
+        let first = try ReferenceModel.make(initWeights: "\(dir)/init.safetensors")
+        let firstSchedulers = try order.map { try scenario.scheduler($0, model: first) }
+        try ReferenceModel.train(first, schedulers: firstSchedulers, data: data, steps: stop)
+        #expect(first.parameters.gradients.toArray().contains { $0 != 0 }, "the stop must leave a partial gradient")
+        let scratch = try TestResources.scratchDirectory("torch-resume")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let file = scratch.appendingPathComponent(Checkpoint.fileName)
+        var state = CheckpointState()
+        state.stepNum = stop
+        try Checkpoint.write(state, model: first, schedulers: firstSchedulers, to: file)
+
+        // a fresh process would start from other weights: the checkpoint must bring everything
+        let model = try ReferenceModel.make(initWeights: "\(dir)/init.safetensors")
+        model.parameters.values.pointer.update(repeating: 0.5, count: model.parameters.count)
+        let schedulers = try order.map { try scenario.scheduler($0, model: model) }
+        let restored = try Checkpoint.read(from: file, model: model, schedulers: schedulers)
+        #expect(restored.stepNum == stop)
+        try ReferenceModel.train(model, schedulers: schedulers, data: data, steps: trace.count - stop, startStep: stop + 1) { stepNum, loss, reports in
+            let ref = trace[stepNum - 1]
+            #expect(abs(Double(loss) - ref.loss) <= 1e-5 * max(abs(ref.loss), 1e-3), "loss at step \(stepNum)")
+            for (k, n) in order.enumerated() { Self.expect(reports[k], matches: ref, scheduler: n, stepNum: stepNum) }
+        }
+        try Self.expectFinalWeights(of: model, in: dir)
+    }
+
     /// One scheduler's step against the reference: lr exact (≤ 1e-12) when it acted, grad norm ≤ 1e-5 relative when
     /// it updated, the skip flag; returns the reference grad norm of an update step.
     @discardableResult
