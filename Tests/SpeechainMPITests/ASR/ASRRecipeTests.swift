@@ -60,6 +60,64 @@ import Testing
         return base.appendingPathComponent(runs[0]).appendingPathComponent("3_valid_accuracy_average/test")
     }
 
+    /// The test stage's keys (the rest are in ExperimentKeyTests), each from the config file and from the command
+    /// line, shown on what a test-only run leaves against the same run without the key. One short training (3 epochs,
+    /// models latest and 3_valid_accuracy_average), then test-only runs of 24 utterances.
+    @Test func everyTestStageKeyChangesTheTestRun() throws {
+        let dir = try TestResources.scratchDirectory("asr-test-keys")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let train = try Self.run(np: nil, try Self.recipe(in: dir, replacing: [("num_epochs: 20", "num_epochs: 3")]), in: dir, ["--train", "true", "--test", "false"])
+        try #require(train.status == 0, "\(train.stderr.suffix(2000))")
+        let inferBlock = "infer_cfg:\n  shared_args:\n    beam_size: 4\n    min_f2t_ratio: 1.0\n  exclu_args:\n    - ctc_weight: 0.3"
+        struct Case { let key: String, yaml: String, option: [String], effect: (_ out: URL, _ stdout: String) -> Bool }
+        let elsewhere = dir.appendingPathComponent("elsewhere")
+        func exists(_ url: URL) -> Bool { FileManager.default.fileExists(atPath: url.path) }
+        let run = "beam_size=4_ctc_weight=0.3_min_f2t_ratio=1.0"   // the recipe's run name (SpeeChain's naming)
+        let cases = [
+            Case(key: "test_model", yaml: "latest", option: ["--test_model", "latest"]) { out, _ in
+                exists(out.appendingPathComponent("tiny/\(run)/latest/test/overall_results.json"))
+            },
+            Case(key: "test_result_path", yaml: elsewhere.path, option: ["--test_result_path", elsewhere.path]) { _, _ in
+                exists(elsewhere.appendingPathComponent("\(run)/3_valid_accuracy_average/test/overall_results.json"))
+            },
+            Case(key: "infer_cfg", yaml: "{beam_size: 1}", option: ["--set", "infer_cfg={beam_size: 1}"]) { out, _ in
+                exists(out.appendingPathComponent("tiny/beam_size=1/3_valid_accuracy_average/test/overall_results.json"))
+            },
+            Case(key: "attach_model_folder_when_test", yaml: "false", option: ["--set", "attach_model_folder_when_test=false"]) { out, _ in
+                exists(out.appendingPathComponent("tiny/\(run)/test/overall_results.json"))
+            },
+            Case(key: "bad_cases_selection", yaml: "[[wer, max, 2]]", option: ["--set", "bad_cases_selection=[[wer, max, 2]]"]) { out, _ in
+                let folder = out.appendingPathComponent("tiny/\(run)/3_valid_accuracy_average/test")
+                return exists(folder.appendingPathComponent("top2_max_wer.md")) && !exists(folder.appendingPathComponent("top30_max_wer.md"))
+            },
+        ]
+        // the run without any of them: none of the effects shows
+        let plain = try Self.run(np: nil, try Self.recipe(in: dir), in: dir, ["--train", "false", "--test", "true"])
+        try #require(plain.status == 0, "\(plain.stderr.suffix(2000))")
+        for c in cases {
+            #expect(!c.effect(dir, plain.stdout), "\(c.key): the effect shows without the key")
+        }
+        for c in cases {
+            for fromConfig in [true, false] {
+                try? FileManager.default.removeItem(at: elsewhere)
+                let replacing: [(String, String)]
+                switch c.key {
+                case "test_model": replacing = [("test_model: 3_valid_accuracy_average", "test_model: \(fromConfig ? c.yaml : "3_valid_accuracy_average")")]
+                case "infer_cfg": replacing = fromConfig ? [(inferBlock, "infer_cfg: \(c.yaml)")] : []
+                default: replacing = fromConfig ? [("num_epochs: 20", "num_epochs: 20\n\(c.key): \(c.yaml)")] : []
+                }
+                // results of earlier cases out of the way (the test folder is the training folder)
+                for entry in try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("tiny").path) where entry.contains("beam_size=") {
+                    try FileManager.default.removeItem(at: dir.appendingPathComponent("tiny/\(entry)"))
+                }
+                let config = try Self.recipe(in: dir, named: "tiny", replacing: replacing)
+                let r = try Self.run(np: nil, config, in: dir, ["--train", "false", "--test", "true"] + (fromConfig ? [] : c.option))
+                #expect(r.status == 0, "\(c.key) (\(fromConfig ? "config" : "command line")): \(r.stderr.suffix(1500))")
+                #expect(c.effect(dir, r.stdout), "\(c.key) (\(fromConfig ? "config" : "command line")): no effect")
+            }
+        }
+    }
+
     @Test(arguments: [1, 2])
     func theTinyRecipeTrainsAndRecognisesUnheardVoices(_ np: Int) throws {
         let dir = try TestResources.scratchDirectory("asr-recipe-np\(np)")

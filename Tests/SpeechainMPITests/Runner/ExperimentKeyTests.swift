@@ -134,13 +134,14 @@ import Testing
                 effect: { $0.summary["flush_denormal"] as? Bool == false && $1.summary["flush_denormal"] as? Bool == true }, what: "denormals kept"),
     ]
 
-    /// The test stage's keys need a speech model's test stage (the MLP has none); these tests show them.
+    /// The test stage's keys need a speech model's test stage (the MLP has none): ASRRecipeTests shows each from a
+    /// config file and from the command line (everyTestStageKeyChangesTheTestRun).
     static let shownElsewhere: [String: String] = [
-        "test_model": "ASRRecipeTests (command line), RecipeTests (config)",
-        "test_result_path": "ASRRecipeTests.theNp2ModelDecodedByOneRankGivesTheSameResults",
-        "infer_cfg": "ASRRecipeTests (bad infer_cfg key), RecipeTests (config), InferConfig tests",
-        "attach_model_folder_when_test": "Tester (the test folder's name)",
-        "bad_cases_selection": "ErrorRateTests / TestReport (worst-case files)",
+        "test_model": "ASRRecipeTests.everyTestStageKeyChangesTheTestRun",
+        "test_result_path": "ASRRecipeTests.everyTestStageKeyChangesTheTestRun",
+        "infer_cfg": "ASRRecipeTests.everyTestStageKeyChangesTheTestRun",
+        "attach_model_folder_when_test": "ASRRecipeTests.everyTestStageKeyChangesTheTestRun",
+        "bad_cases_selection": "ASRRecipeTests.everyTestStageKeyChangesTheTestRun",
         // a stalled rank would hold the run without the key for its default 600 s
         "collective_timeout": "WatchdogTests (command line)",
     ]
