@@ -36,6 +36,12 @@ def terms(p, n):
     return 2 * math.ceil(math.log2(p)), 2 * (p - 1) / p * n
 
 
+def bench_files(sweep):
+    """The sweep's bench.json files: runs/NAME/bench.json as a sweep writes them (each run's --result_path), or
+    runs/NAME.json as a sweep is committed (bench/sweep-*/runs/bench-weak-a1-np2.json)."""
+    return sorted(glob.glob(os.path.join(sweep, "runs", "*", "bench.json")) + glob.glob(os.path.join(sweep, "runs", "*.json")))
+
+
 def main():
     args = sys.argv[1:]
     if not args:
@@ -44,7 +50,9 @@ def main():
     opts = {"--latency-25": 25e-6, "--latency-100": 2e-6, "--link-efficiency": 0.9}
     for i in range(1, len(args), 2):
         opts[args[i]] = float(args[i + 1])
-    runs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(sweep, "runs", "*", "bench.json")))]
+    runs = [json.load(open(p)) for p in bench_files(sweep)]
+    if not runs:
+        sys.exit(f"model.py: no runs/*/bench.json or runs/*.json under {sweep}")
     cores = max(r["cores"] for r in runs)
     points, excluded = [], []
     for r in runs:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Collects the bench.json files of a scaling sweep into scaling.csv and scaling.md (standard library only).
 
-    python3 scripts/bench/table.py SWEEP_DIR        # reads SWEEP_DIR/runs/*/bench.json, writes SWEEP_DIR/scaling.{csv,md}
+    python3 scripts/bench/table.py SWEEP_DIR        # reads SWEEP_DIR/runs/*/bench.json (or runs/*.json), writes SWEEP_DIR/scaling.{csv,md}
 
 A run is weak scaling when it set no global batch (batch per rank fixed), strong scaling otherwise. Efficiencies are
 against the 1-rank run of the same mode and accum_grad: E = S(p) / (p · S(1)) with S the samples/s (for strong
@@ -21,9 +21,15 @@ COLUMNS = [
 ]
 
 
+def bench_files(sweep):
+    """The sweep's bench.json files: runs/NAME/bench.json as a sweep writes them (each run's --result_path), or
+    runs/NAME.json as a sweep is committed (bench/sweep-*/runs/bench-weak-a1-np2.json)."""
+    return sorted(glob.glob(os.path.join(sweep, "runs", "*", "bench.json")) + glob.glob(os.path.join(sweep, "runs", "*.json")))
+
+
 def load(sweep):
     rows = []
-    for path in sorted(glob.glob(os.path.join(sweep, "runs", "*", "bench.json"))):
+    for path in bench_files(sweep):
         with open(path) as f:
             b = json.load(f)
         c = b["configuration"]
@@ -63,7 +69,7 @@ def main():
     sweep = sys.argv[1]
     rows = load(sweep)
     if not rows:
-        sys.exit(f"table.py: no runs/*/bench.json under {sweep}")
+        sys.exit(f"table.py: no runs/*/bench.json or runs/*.json under {sweep}")
     with open(os.path.join(sweep, "scaling.csv"), "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow([k for k, _ in COLUMNS])
