@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 /// Runs the repository's cluster scripts and the commands around them with a deadline: a process still running
 /// at its deadline is killed, so no cluster test can hang.
@@ -9,8 +10,37 @@ enum ClusterSupport {
 
     static func script(_ path: String) -> URL { repository.appendingPathComponent(path) }
 
-    /// Creating namespaces, installing packages and starting slurmd all need root.
+    /// Creating namespaces, installing packages and starting slurmd all need root. A suite that needs it has the
+    /// trait `.enabled(if: ClusterSupport.isRoot, "…")`: run as another user it shows in the output as
+    /// `Suite … skipped: "…: needs root"`.
     static var isRoot: Bool { getuid() == 0 }
+
+    /// Why this machine cannot run the Slurm tests although they run as root (nil: it can): slurm-cluster.sh puts
+    /// the daemons in PID and UTS namespaces and installs the Slurm packages when missing.
+    static let slurmUnavailable: String? = probe("PID and UTS namespaces (unshare --pid --fork --uts --mount-proc)",
+                                                 "unshare", ["--pid", "--fork", "--uts", "--mount-proc", "true"])
+        ?? probe("the Slurm and munge packages (scripts/cluster/slurm-cluster.sh install)",
+                 script("scripts/cluster/slurm-cluster.sh").path, ["install"], timeout: 600)
+
+    /// Why this machine cannot run the hostfile test as root (nil: it can): netns-hosts.sh makes network namespaces.
+    static let networkNamespacesUnavailable: String? = probe("network namespaces (unshare --net)", "unshare", ["--net", "true"])
+        ?? probe("mpirun", "mpirun", ["--version"])
+
+    /// nil when the probe exits 0, else what was probed and the first line it printed.
+    static func probe(_ what: String, _ executable: String, _ arguments: [String], timeout: Double = 60) -> String? {
+        guard let r = try? run(executable, arguments, timeout: timeout) else { return "\(what): \(executable) could not be started" }
+        if r.status == 0 && !r.timedOut { return nil }
+        let first = r.output.split(separator: "\n").first.map(String.init)
+        return "\(what): " + (r.timedOut ? "no answer within \(Int(timeout)) s" : first ?? "exit status \(r.status)")
+    }
+
+    /// Ends the running test as cancelled when the machine lacks what it needs: the output then shows
+    /// `Test … was cancelled …: "cannot run here: <reason>"`, neither a pass nor a failure. (A cluster that does not
+    /// start on a machine that has all of it is a failure, not a cancellation.)
+    static func cancelUnlessAvailable(_ unavailable: String?) throws {
+        guard let reason = unavailable else { return }
+        try Test.cancel(Comment(rawValue: "cannot run here: \(reason)"))
+    }
 
     struct Result {
         let status: Int32

@@ -21,6 +21,7 @@ struct HostfileTests {
     }
 
     @Test func twoHostJobFromAHostfile() throws {
+        try ClusterSupport.cancelUnlessAvailable(ClusterSupport.networkNamespacesUnavailable)
         let name = "\(Self.prefix)\(getpid())"
         _ = try ClusterSupport.run(Self.hosts, ["reap", Self.prefix], timeout: 60)   // namespaces of dead test runs
         let up = try ClusterSupport.run(Self.hosts, ["up", name, "10.231.0"], timeout: 120)

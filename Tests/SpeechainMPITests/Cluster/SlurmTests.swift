@@ -16,6 +16,7 @@ struct SlurmCluster {
     /// Starts a cluster for `body` and stops it afterwards, also when `body` throws; then checks nothing it started
     /// is still running.
     static func with<T>(nodes: Int, cpusPerNode: Int, _ body: (SlurmCluster) throws -> T) throws -> T {
+        try ClusterSupport.cancelUnlessAvailable(ClusterSupport.slurmUnavailable)
         let dir = try TestResources.scratchDirectory("slurm")
         let submit = try TestResources.scratchDirectory("slurm-submit")
         let start = try ClusterSupport.run(clusterScript, ["start", dir.path, "\(nodes)", "\(cpusPerNode)"],
