@@ -7,6 +7,26 @@ import Testing
     struct Scenario: Decodable {
         struct Exp: Decodable {
             let num_epochs: Int, accum_grad: Int, ft_factor: Double, grad_clip: Double, grad_norm_type: Double, use_amp: Bool
+
+            enum CodingKeys: String, CodingKey { case num_epochs, accum_grad, ft_factor, grad_clip, grad_norm_type, use_amp }
+
+            /// grad_norm_type is a number, or the string "inf" (JSON has no infinity).
+            init(from decoder: Decoder) throws {
+                let c = try decoder.container(keyedBy: CodingKeys.self)
+                num_epochs = try c.decode(Int.self, forKey: .num_epochs)
+                accum_grad = try c.decode(Int.self, forKey: .accum_grad)
+                ft_factor = try c.decode(Double.self, forKey: .ft_factor)
+                grad_clip = try c.decode(Double.self, forKey: .grad_clip)
+                use_amp = try c.decode(Bool.self, forKey: .use_amp)
+                if let s = try? c.decode(String.self, forKey: .grad_norm_type) {
+                    guard s == "inf" else {
+                        throw DecodingError.dataCorruptedError(forKey: .grad_norm_type, in: c, debugDescription: "'\(s)' is not inf")
+                    }
+                    grad_norm_type = .infinity
+                } else {
+                    grad_norm_type = try c.decode(Double.self, forKey: .grad_norm_type)
+                }
+            }
         }
         struct Sche: Decodable {
             let type: String; let optim_type: String; let optim_conf: [String: ConfigValue]; let sche_conf: [String: ConfigValue]
@@ -42,6 +62,13 @@ import Testing
 
     @Test(arguments: ["adam_noam_accum4", "sgd_nesterov_exp"])
     func reproducesPyTorchTrajectory(name: String) throws {
+        try Self.replay(name)
+    }
+
+    /// Replays the one-scheduler trajectory torch_refs/<name> step by step (loss ≤ 1e-5 relative, lr, grad norm and
+    /// skip flag as `expect`, final weights ≤ 1e-5); returns the scenario and the reference's grad norms of its updates.
+    @discardableResult
+    static func replay(_ name: String) throws -> (Scenario, [Double]) {
         let dir = "torch_refs/\(name)"
         let scenario = try decodeJSON(Scenario.self, "\(dir)/scenario.json")
         let trace = try decodeJSON([TraceRecord].self, "\(dir)/trace.json")
@@ -50,13 +77,35 @@ import Testing
         let exp = scenario.exp
         let scheduler = try scenario.scheduler("main", model: model)
         #expect(trace.count == exp.num_epochs * data.batchesPerEpoch)
+        var norms: [Double] = [], lossError = 0.0, normError = 0.0
 
         try ReferenceModel.train(model, schedulers: [scheduler], data: data, steps: trace.count) { stepNum, loss, reports in
             let ref = trace[stepNum - 1]
+            lossError = max(lossError, abs(Double(loss) - ref.loss) / abs(ref.loss))
             #expect(abs(Double(loss) - ref.loss) <= 1e-5 * max(abs(ref.loss), 1e-3), "loss at step \(stepNum)")
-            Self.expect(reports[0], matches: ref, scheduler: "main", stepNum: stepNum)
+            if let norm = Self.expect(reports[0], matches: ref, scheduler: "main", stepNum: stepNum) {
+                norms.append(norm)
+                normError = max(normError, abs(Double(reports[0].gradNorm ?? .nan) - norm) / norm)
+            }
         }
-        try Self.expectFinalWeights(of: model, in: dir)
+        let weightError = try Self.expectFinalWeights(of: model, in: dir)
+        print("\(name): loss ≤ \(String(format: "%.1e", lossError)), grad_norm ≤ \(String(format: "%.1e", normError)) relative; "
+              + "final weights \(String(format: "%.1e", weightError)) (max|Δ|/max|ref| per tensor)")
+        return (scenario, norms)
+    }
+
+    /// Trajectories whose total gradient norm exceeds grad_clip on most updates (scripts/reference/clip_refs.py):
+    /// SGD, whose step is proportional to the clipped gradient (so the clipping coefficient shows in the weights), with
+    /// grad_norm_type 2 (momentum, exponential decay), 1 (nesterov, weight decay, accum_grad 2) and inf (weight decay).
+    /// Same bounds as the other trajectories: every step's loss, lr, grad norm, and the final weights ≤ 1e-5.
+    @Test(arguments: [("clip_sgd_momentum_l2", 2.0), ("clip_sgd_nesterov_l1_accum2", 1.0), ("clip_sgd_wd_inf", Double.infinity)])
+    func reproducesPyTorchClippedTrajectory(name: String, normType: Double) throws {
+        let (scenario, norms) = try Self.replay(name)
+        #expect(scenario.exp.grad_norm_type == normType)
+        let clipped = norms.filter { $0 > scenario.exp.grad_clip }.count
+        #expect(norms.count == scenario.exp.num_epochs * 8 / scenario.exp.accum_grad)
+        #expect(clipped >= norms.count * 7 / 10 && clipped < norms.count, "\(clipped) of \(norms.count) updates clipped")
+        print("\(name): \(clipped) of \(norms.count) updates clipped (grad_clip \(scenario.exp.grad_clip), grad_norm_type \(normType))")
     }
 
     /// Stopped inside an accumulation window (step 6 of accum_grad 4: two micro-steps pending; step 7 of the
@@ -116,11 +165,13 @@ import Testing
     }
 
     /// The model's weights against the reference's final.safetensors, ≤ 1e-5 relative.
-    static func expectFinalWeights(of model: MLPClassifier, in dir: String) throws {
+    @discardableResult
+    static func expectFinalWeights(of model: MLPClassifier, in dir: String) throws -> Double {
         let final = try Safetensors.read(contentsOf: TestResources.url("\(dir)/final.safetensors"))
         let expected = Dictionary(uniqueKeysWithValues: final.tensors.map { ($0.name, $0.values) })
         let diff = ReferenceModel.maxRelativeDifference(model, expected)
         #expect(diff <= 1e-5, "final weights differ by \(diff) relative")
+        return diff
     }
 
     static let twoSches = "torch_refs/two_sches_decoder_first"
