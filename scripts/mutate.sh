@@ -17,6 +17,8 @@
 #                       or no CAUGHT would mean anything)
 #   --timeout SECONDS   limit on each mutation's test run (default 1200); a run past it is TIMEOUT (counted as caught)
 #   --build-timeout S   limit on each build (default 2400)
+#   --max-minutes M     start no mutation after M minutes (the rest are reported NOT-RUN); creating the file
+#                       <scratch>.stop does the same at once (the mutation under way finishes first)
 #   --mutations FILE    the list (default: scripts/mutations.txt of the caller's checkout)
 #   -h, --help          this text
 #
@@ -52,6 +54,7 @@ BASELINE=1
 TEST_TIMEOUT=1200
 BUILD_TIMEOUT=2400
 MUTATIONS=""
+MAX_MINUTES=0
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -65,6 +68,7 @@ while [[ $# -gt 0 ]]; do
         --no-baseline) BASELINE=0 ;;
         --timeout) TEST_TIMEOUT=${2:?}; shift ;;
         --build-timeout) BUILD_TIMEOUT=${2:?}; shift ;;
+        --max-minutes) MAX_MINUTES=${2:?}; shift ;;
         --mutations) MUTATIONS=${2:?}; shift ;;
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
@@ -195,6 +199,7 @@ fi
 mkdir -p "$(dirname "$SCRATCH")" "$OUT/logs" || die "cannot create $OUT"
 exec 9> "$SCRATCH.lock"
 flock -n 9 || die "another mutate.sh run holds $SCRATCH.lock"
+rm -f "$SCRATCH.stop"
 
 COMMIT=$(git -C "$CALLER" rev-parse HEAD) || die "$CALLER is not a git checkout"
 if [[ ! -d "$SCRATCH/.git" ]]; then
@@ -276,7 +281,7 @@ summary_line() {
     local line="${#RESULTS[@]} mutations: $((caught + timedout)) caught, $survived survived, $buildfailed build failed, $stale stale"
     (( timedout )) && line+=" ($timedout of the caught by timeout)"
     (( notests )) && line+=", $notests matched no test"
-    (( ${#RESULTS[@]} < ${#SELECTED[@]} )) && line+=" (of ${#SELECTED[@]} selected: the run did not finish)"
+    (( ${#RESULTS[@]} < ${#SELECTED[@]} )) && line+=" (of ${#SELECTED[@]} selected; not run: ${NOT_RUN:-the run is under way, or was interrupted})"
     echo "$line"
 }
 REPORT="$OUT/mutation-report.md"
@@ -304,8 +309,14 @@ write_report() {
 # ---- the mutations ----------------------------------------------------------------------------------------------
 RESULTS=()   # "id|area|result|seconds|build seconds|test seconds|tests|failing suites"
 caught=0; survived=0; buildfailed=0; stale=0; timedout=0; notests=0
+NOT_RUN=""
 k=0
 for i in "${SELECTED[@]}"; do
+    if [[ -z "$NOT_RUN" ]] && { [[ -f "$SCRATCH.stop" ]] || (( MAX_MINUTES > 0 && $(date +%s) - START >= MAX_MINUTES * 60 )); }; then
+        echo "== stopping: $( [[ -f "$SCRATCH.stop" ]] && echo "$SCRATCH.stop exists" || echo "past --max-minutes $MAX_MINUTES")"
+        NOT_RUN=" "
+    fi
+    if [[ -n "$NOT_RUN" ]]; then NOT_RUN+="${IDS[i]} "; continue; fi
     k=$((k + 1))
     id=${IDS[i]}; file=${FILE[i]}; path="$SCRATCH/$file"
     t0=$(date +%s)
@@ -351,6 +362,7 @@ for i in "${SELECTED[@]}"; do
     RESULTS+=("$id|${AREA[i]}|$result|$s|$bs|$ts|$ntests|$failing")
     write_report
 done
+NOT_RUN=${NOT_RUN# }; NOT_RUN=${NOT_RUN% }
 write_report
 summary=$(summary_line)
 
