@@ -20,9 +20,8 @@ import Testing
             return object
         }
         var steps: [StepRecord] {
-            guard let folder, let text = try? String(contentsOf: folder.appendingPathComponent("steps.jsonl"), encoding: .utf8) else { return [] }
-            let decoder = JSONCoding.decoder(snakeCase: true)
-            return text.split(separator: "\n").compactMap { try? decoder.decode(StepRecord.self, from: Data($0.utf8)) }
+            guard let folder else { return [] }
+            return (try? StepRecords.read(in: folder)) ?? []   // a refused run has none: its effects check that
         }
         var weights: Data? { folder.flatMap { try? Data(contentsOf: $0.appendingPathComponent("model.safetensors")) } }
         var modelFiles: [String] {

@@ -112,9 +112,7 @@ import Testing
         let r2 = try launch(np: np, args(broken) + ["--resume"])
         #expect(r2.status == 0, "\(r2.stderr)")
         // the run really scaled up and skipped: the loss scale changed within the run, after the resume too
-        let decoder = JSONCoding.decoder(snakeCase: true)
-        let records = try String(contentsOf: straight.appendingPathComponent("steps.jsonl"), encoding: .utf8)
-            .split(separator: "\n").map { try decoder.decode(StepRecord.self, from: Data($0.utf8)) }
+        let records = try StepRecords.read(in: straight)
         let scales = records.compactMap { $0.lossScale.values.first }
         #expect(records.count == 3 * stepsPerEpoch && scales.count == records.count)
         #expect(Set(scales.suffix(stepsPerEpoch)).count >= 2, "the loss scale should change in the last epoch: \(Set(scales))")

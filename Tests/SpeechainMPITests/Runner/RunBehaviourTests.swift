@@ -6,12 +6,17 @@ import Testing
 /// under test: reported values are the means over the ranks of what each rank computed alone; the shuffle and
 /// the dropout masks change every epoch and repeat with the seed; a user's own training set is never validated
 /// on built-in data; sub-config files are read from their config's folder and may use its keys.
-@Suite(.serialized) struct RunBehaviourTests {
-    static func records(_ dir: URL) throws -> [StepRecord] {
+/// A run's `steps.jsonl`, one StepRecord per line (non-finite values as the monitor writes them).
+enum StepRecords {
+    static func read(in dir: URL) throws -> [StepRecord] {
         let decoder = JSONCoding.decoder(snakeCase: true)
         return try String(contentsOf: dir.appendingPathComponent("steps.jsonl"), encoding: .utf8)
             .split(separator: "\n").map { try decoder.decode(StepRecord.self, from: Data($0.utf8)) }
     }
+}
+
+@Suite(.serialized) struct RunBehaviourTests {
+    static func records(_ dir: URL) throws -> [StepRecord] { try StepRecords.read(in: dir) }
 
     static func summary(_ dir: URL) throws -> [String: Any] {
         try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("summary.json"))) as? [String: Any] ?? [:]
