@@ -15,7 +15,8 @@ Writes Tests/SpeechainMPITests/Resources/asr_amp_refs/<case>/{grads,intermediate
 Weights and inputs are NOT duplicated: they are asr_refs/<weights_from>/{weights,inputs}.safetensors (outputs.json
 names it; the script asserts that the tensors it uses equal those files).
 
-Also runs, per case, (1) the wiring check: the same code with rounding disabled against arasr_ref's float32 and
+Also checks the marks against real torch.autocast("cpu", bfloat16) on a Linear-GELU-Linear block (parameter
+gradients bit-identical), and runs, per case, (1) the wiring check: the same code with rounding disabled against arasr_ref's float32 and
 float64 results; (2) the sensitivity study (stored under "sensitivity" in outputs.json): the emulation with one
 rounding place left out, and the whole emulation done in float32 instead of float64.
 
@@ -411,12 +412,36 @@ def sensitivity(name, base, p, seed, r_ref, g_ref):
     return res
 
 
+def torch_autocast_check():
+    """The marks against real autograd: torch.autocast("cpu", bfloat16) on Linear -> GELU -> Linear (+ an f residual,
+    float32 loss) vs the emulation; the parameter gradients (single P values) must agree bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    x, w1, b1, w2, b2 = (torch.randn(s, generator=g) for s in ((3, 5, 16), (32, 16), (32,), (16, 32), (16,)))
+    real = [t.clone().requires_grad_() for t in (x, w1, b1, w2, b2)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = F.linear(F.gelu(F.linear(real[0], real[1], real[2])), real[3], real[4])
+        out = y + real[0]
+    assert y.dtype == torch.bfloat16 and out.dtype == torch.float32
+    loss = (out.float() ** 2).sum() / 100
+    loss.backward()
+    amp = Amp(torch.bfloat16)
+    emu = [t.double().requires_grad_() for t in (x, w1, b1, w2, b2)]
+    h = amp.P(F.gelu(amp.P(F.linear(amp.P(emu[0]), amp.P(emu[1]), amp.P(emu[2])))))
+    l2 = ((amp.P(F.linear(amp.P(h), amp.P(emu[3]), amp.P(emu[4]))) + emu[0]) ** 2).sum() / 100
+    l2.backward()
+    for r, e in zip(real[1:], emu[1:]):
+        assert torch.equal(r.grad, e.grad.float()), "emulation disagrees with torch.autocast on the CPU"
+    print(f"torch.autocast(cpu, bfloat16) check: parameter gradients bit-identical; loss rel "
+          f"{relerr(l2.item(), loss.item()):.1e}, dx max rel {maxrel(emu[0].grad, real[0].grad):.1e} (float32 sums)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     root = Path(__file__).resolve().parents[2] / "Tests/SpeechainMPITests/Resources"
     ap.add_argument("--out", type=Path, default=root / "asr_amp_refs")
     ap.add_argument("--refs", type=Path, default=root / "asr_refs", help="where asr_refs/<case> weights/inputs are")
     args = ap.parse_args()
+    torch_autocast_check()
     for name, spec in AMP_CASES.items():
         run_case(name, spec, args.out, args.refs)
 
