@@ -53,8 +53,8 @@ ABLATIONS = {
     "softmax_out_p": "softmax returns P (rounded output, saved for its backward) instead of f",
     "linear_bias_rounded_separately": "Linear: p(p(x W^T) + b) (two roundings) instead of p(x W^T + b)",
     "logits_grad_unrounded": "dlogits (log_softmax backward into the P logits) not rounded",
-    "conv_bias_added_after_rounding": "prenet Conv2d with bias: p(p(conv) + p(b)) (what cuDNN + ATen's separate "
-                                      "output.add_(bias) do on CUDA) instead of the spec's p(conv + p(b))",
+    "conv_bias_in_one_rounding": "prenet Conv2d with bias: p(conv + p(b)) (one rounding) instead of the spec's "
+                                 "p(p(conv) + p(b)) (what cuDNN + ATen's separate output.add_(bias) do on CUDA)",
 }
 
 
@@ -185,7 +185,7 @@ def prenet(amp, pn, feat, feat_len):
         if isinstance(blk, nn.Conv2d):
             bias = amp.P(blk.bias) if blk.bias is not None else None
             xp, wp = amp.P(x), amp.P(blk.weight)
-            if bias is not None and "conv_bias_added_after_rounding" in amp.skip:
+            if bias is not None and "conv_bias_in_one_rounding" not in amp.skip:
                 x = amp.P(amp.P(F.conv2d(xp, wp, None, stride=blk.stride, padding=blk.padding)) + bias[:, None, None])
             else:
                 x = amp.P(F.conv2d(xp, wp, bias, stride=blk.stride, padding=blk.padding))
@@ -398,7 +398,7 @@ def sensitivity(name, base, p, seed, r_ref, g_ref):
     variants = [("float32_working_precision", torch.float32, (), False),
                 ("float32_reversed_sums", torch.float32, (), True)] + \
                [(k, torch.float64, (k,), False) for k in ABLATIONS
-                if k != "conv_bias_added_after_rounding" or not R.CASES[base]["conv_batchnorm"]]  # bn: no conv bias
+                if k != "conv_bias_in_one_rounding" or not R.CASES[base]["conv_batchnorm"]]  # bn: no conv bias
     for vname, dtype, skip, rev in variants:
         r, g, _, _ = run(base, dtype, p, seed, skip, rev)
         gd = grad_diffs(g, g_ref, floor_k_bias=fl)
