@@ -277,15 +277,27 @@ class ARASR(nn.Module):  # registration order of ARASR.module_init: encoder, ctc
 
 
 # ----------------------------------------------------------------------------------------------- forward + criteria
-def asr_train_step(model, cfg, feat, feat_len, text, text_len):
-    """ARASR.module_forward on a copy of text, then criterion_forward on the unmodified text."""
+def decoder_input(text, text_len):
+    """ARASR.module_forward's decoder input: a copy of text with <eos> -> ignore_idx, last column dropped."""
     dec_text = text.clone()  # Model.forward deep-copies the batch
     for i in range(dec_text.size(0)):
         dec_text[i, text_len[i] - 1] = BLANK
-    dec_text, dec_len = dec_text[:, :-1], text_len - 1
+    return dec_text[:, :-1], text_len - 1
+
+
+def asr_train_step(model, cfg, feat, feat_len, text, text_len):
+    """ARASR.module_forward on a copy of text, then criterion_forward on the unmodified text."""
+    dec_text, dec_len = decoder_input(text, text_len)
     enc_feat, enc_mask, prenet_out = model.encoder(feat, feat_len)
     logits = model.decoder(enc_feat, enc_mask, dec_text, dec_len)
     ctc_logits = model.ctc_layer(enc_feat)
+    r = asr_criteria(cfg, logits, ctc_logits, enc_mask, text, text_len)
+    r.update(prenet_out=prenet_out, enc_out=enc_feat)
+    return r
+
+
+def asr_criteria(cfg, logits, ctc_logits, enc_mask, text, text_len):
+    """ARASR.criterion_forward: CE (+ label smoothing), CTC, their weighted sum, accuracy."""
     enc_feat_len = enc_mask.squeeze(1).sum(dim=-1)
 
     # CrossEntropy (length_normalized False, temperature 1): targets text[:, 1:], lengths text_len - 1
@@ -316,8 +328,7 @@ def asr_train_step(model, cfg, feat, feat_len, text, text_len):
     accuracy = correct / tgt_len.sum()
     return dict(loss=loss, ce_loss=ce_loss, ctc_loss=ctc_loss, accuracy=accuracy, ce_per_sentence=-sent,
                 ctc_per_utt=ctc_utt, ctc_infinite=torch.isinf(ctc_raw), enc_feat_len=enc_feat_len,
-                correct=correct, total=tgt_len.sum(), prenet_out=prenet_out, enc_out=enc_feat,
-                ctc_logits=ctc_logits, logits=logits)
+                correct=correct, total=tgt_len.sum(), ctc_logits=ctc_logits, logits=logits)
 
 
 # ----------------------------------------------------------------------------------------------- data + weights
