@@ -59,6 +59,9 @@ public final class ARASR: Model {
     private let dEnc = FloatBuffer(count: 0), dCtc = FloatBuffer(count: 0), dEncIn = FloatBuffer(count: 0)
     private var lastLosses = (ce: Float(0), ctc: Float(0))
     private var trainingForward = false
+    /// The autocast dtype of the last forward (docs/amp-arasr.md): its logits are p-valued, so the loss gradients
+    /// are rounded where they re-enter them.
+    private var precision: ReducedPrecision?
 
     public struct Parts {
         public var vocabSize: Int
@@ -171,11 +174,9 @@ public final class ARASR: Model {
         guard b >= 1, textTensor.count == b, feat.lengths.count == b, textTensor.lengths.count == b, textTensor.shape.count == 2 else {
             throw ModelError.dataMismatch("a batch of \(b) utterances with \(textTensor.count) sentences and \(feat.lengths.count)/\(textTensor.lengths.count) lengths")
         }
-        guard context.amp == nil else {
-            throw ModelError.dataMismatch("use_amp is not built for \(Self.typeName) yet (its new ops have no autocast rounding); set use_amp: false")
-        }
         batchSize = b
         trainingForward = context.training
+        precision = context.amp
         try encode(feat, context: context)
         let enc = encoder.output.pointer
         // the decoder's inputs and the targets
@@ -202,6 +203,7 @@ public final class ARASR: Model {
                         sourceFrames: encFrames, sourceLengths: encLengths, context: context)
         logits.resize(to: n * vocabSize)
         postnet.forward(Matrix(decoder.output.pointer, rows: n, cols: dModel), Matrix(logits.pointer, rows: n, cols: vocabSize), context: context)
+        context.amp?.round(logits.pointer, count: n * vocabSize)
         let (ceLoss, accuracy) = text.withUnsafeBufferPointer {
             ce.forward(logits: logits.pointer, batch: b, steps: tokens, vocab: vocabSize, targets: $0.baseAddress! + 1,
                        targetStride: textStride, lengths: ceLengths)
@@ -212,6 +214,7 @@ public final class ARASR: Model {
             let m = b * encFrames
             ctcLogits.resize(to: m * vocabSize)
             ctcLayer.forward(Matrix(enc, rows: m, cols: dModel), Matrix(ctcLogits.pointer, rows: m, cols: vocabSize), context: context)
+            context.amp?.round(ctcLogits.pointer, count: m * vocabSize)
             ctcLoss = text.withUnsafeBufferPointer {
                 ctc.forward(logits: ctcLogits.pointer, batch: b, maxFrames: encFrames, vocab: vocabSize, inputLengths: encLengths,
                             targets: $0.baseAddress! + 1, targetStride: textStride, targetLengths: ctcLengths)
@@ -298,6 +301,7 @@ public final class ARASR: Model {
         if updateDecoder || needEncoderGradient {
             dLogits.resize(to: n * vocabSize); dDec.resize(to: n * d); dEmb.resize(to: n * d)
             ce.backward(seed: ceSeed, dLogits: dLogits.pointer)
+            precision?.round(dLogits.pointer, count: n * vocabSize)
             postnet.backward(x: Matrix(decoder.output.pointer, rows: n, cols: d), y: Matrix(logits.pointer, rows: n, cols: vocabSize),
                              dy: Matrix(dLogits.pointer, rows: n, cols: vocabSize), dx: Matrix(dDec.pointer, rows: n, cols: d), accumulate: updateDecoder)
             dEncIn.resize(to: m * d)
@@ -310,6 +314,7 @@ public final class ARASR: Model {
         if let ctcLayer, let ctc, updateCTC || needEncoderGradient {
             dCtc.resize(to: m * vocabSize)
             ctc.backward(seed: seed * ctcWeight, dLogits: dCtc.pointer)
+            precision?.round(dCtc.pointer, count: m * vocabSize)
             dEncIn.resize(to: m * d)
             ctcLayer.backward(x: Matrix(encoder.output.pointer, rows: m, cols: d), y: Matrix(ctcLogits.pointer, rows: m, cols: vocabSize),
                               dy: Matrix(dCtc.pointer, rows: m, cols: vocabSize), dx: needEncoderGradient ? Matrix(dEncIn.pointer, rows: m, cols: d) : nil,

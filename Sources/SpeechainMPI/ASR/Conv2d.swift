@@ -6,6 +6,11 @@
 /// Each utterance is unfolded (im2col) into cols [Cin·k·k, H'·W'] and multiplied by W [Cout, Cin·k·k] in one sgemm;
 /// backward unfolds again (one utterance's cols live at a time, so memory does not grow with the batch):
 /// dW += dy_b · cols_bᵀ, dbias += Σ dy, dcols = Wᵀ · dy_b folded back (col2im) into dx_b.
+///
+/// Under autocast p (`amp` of the forward; docs/amp-arasr.md): y = p(conv(p(x), p(W))), and with a bias
+/// p(y + p(b)) (cuDNN convolves without it, ATen adds it to the p output); backward, from a
+/// p-valued dy: dW = p(Σ_batch dy_b·p(cols_b)ᵀ) and db = p(Σ dy), each rounded once for the whole batch and added
+/// into the float32 gradient buffer, and dx = p(fold(p(W)ᵀ·dy_b)).
 public final class Conv2d {
     public let inChannels: Int
     public let outChannels: Int
@@ -16,6 +21,9 @@ public final class Conv2d {
     private(set) var weightOffset = 0
     private(set) var biasOffset = 0
     private let cols = FloatBuffer(count: 0)
+    private let roundedWeight = FloatBuffer(count: 0), roundedBias = FloatBuffer(count: 0)
+    private let batchGradient = FloatBuffer(count: 0)
+    private var precision: ReducedPrecision?
 
     public init(_ inChannels: Int, _ outChannels: Int, kernel: Int = 3, stride: Int = 2, bias: Bool = true) {
         self.inChannels = inChannels; self.outChannels = outChannels
@@ -81,17 +89,36 @@ public final class Conv2d {
     }
 
     /// x [B, Cin, H, W] → y [B, Cout, H', W'].
-    public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, height: Int, width: Int) {
+    public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, height: Int, width: Int,
+                        amp: ReducedPrecision? = nil) {
         let outH = outputSize(height), outW = outputSize(width), n = outH * outW
         cols.resize(to: patch * n)
-        let w = store.values.pointer
+        precision = amp
+        var weight = UnsafePointer(store.values.pointer + weightOffset)
+        var bias = UnsafePointer(store.values.pointer + biasOffset)
+        if let amp { (weight, bias) = castParameters(amp) }
         for b in 0..<batch {
             unfold(x + b * inChannels * height * width, height: height, width: width, outH: outH, outW: outW)
+            amp?.round(cols.pointer, count: patch * n)
             let yb = y + b * outChannels * n
             BLAS.sgemm(transposeA: false, transposeB: false, m: outChannels, n: n, k: patch,
-                       a: w + weightOffset, lda: patch, b: cols.pointer, ldb: n, beta: 0, c: yb, ldc: n)
-            if hasBias { for o in 0..<outChannels { let bo = w[biasOffset + o]; let r = yb + o * n; for t in 0..<n { r[t] += bo } } }
+                       a: weight, lda: patch, b: cols.pointer, ldb: n, beta: 0, c: yb, ldc: n)
+            if let amp, hasBias { amp.round(yb, count: outChannels * n) }   // cuDNN's product, before ATen adds the bias
+            if hasBias { for o in 0..<outChannels { let bo = bias[o]; let r = yb + o * n; for t in 0..<n { r[t] += bo } } }
         }
+        amp?.round(y, count: batch * outChannels * n)
+    }
+
+    /// p(W) and p(b) in this layer's own buffers.
+    private func castParameters(_ p: ReducedPrecision) -> (UnsafePointer<Float>, UnsafePointer<Float>) {
+        let w = store.values.pointer
+        roundedWeight.resize(to: outChannels * patch)
+        p.round(w + weightOffset, into: roundedWeight.pointer, count: outChannels * patch)
+        if hasBias {
+            roundedBias.resize(to: outChannels)
+            p.round(w + biasOffset, into: roundedBias.pointer, count: outChannels)
+        }
+        return (UnsafePointer(roundedWeight.pointer), UnsafePointer(roundedBias.pointer))
     }
 
     /// Adds the parameter gradients (when `accumulate`) and writes dx (when non-nil).
@@ -99,21 +126,40 @@ public final class Conv2d {
                          batch: Int, height: Int, width: Int, accumulate: Bool) {
         let outH = outputSize(height), outW = outputSize(width), n = outH * outW
         cols.resize(to: patch * n)
-        let w = store.values.pointer, g = store.gradients.pointer
+        let g = store.gradients.pointer
+        var weight = UnsafePointer(store.values.pointer + weightOffset)
+        // under autocast: the float32 sums of the whole batch, rounded once and then added to the buffer
+        var weightGradient = g + weightOffset, biasGradient = g + biasOffset
+        if let amp = precision {
+            weight = castParameters(amp).0
+            if accumulate {
+                batchGradient.resize(to: outChannels * patch + outChannels)
+                Kernels.fill(batchGradient.pointer, count: batchGradient.count, value: 0)
+                weightGradient = batchGradient.pointer; biasGradient = batchGradient.pointer + outChannels * patch
+            }
+        }
         if let dx { Kernels.fill(dx, count: batch * inChannels * height * width, value: 0) }
         for b in 0..<batch {
             let dyb = dy + b * outChannels * n
             if accumulate {
                 unfold(x + b * inChannels * height * width, height: height, width: width, outH: outH, outW: outW)
+                precision?.round(cols.pointer, count: patch * n)
                 BLAS.sgemm(transposeA: false, transposeB: true, m: outChannels, n: patch, k: n,
-                           a: dyb, lda: n, b: cols.pointer, ldb: n, beta: 1, c: g + weightOffset, ldc: patch)
-                if hasBias { for o in 0..<outChannels { var s: Float = 0; let r = dyb + o * n; for t in 0..<n { s += r[t] }; g[biasOffset + o] += s } }
+                           a: dyb, lda: n, b: cols.pointer, ldb: n, beta: 1, c: weightGradient, ldc: patch)
+                if hasBias { for o in 0..<outChannels { var s: Float = 0; let r = dyb + o * n; for t in 0..<n { s += r[t] }; biasGradient[o] += s } }
             }
             if let dx {
                 BLAS.sgemm(transposeA: true, transposeB: false, m: patch, n: n, k: outChannels,
-                           a: w + weightOffset, lda: patch, b: dyb, ldb: n, beta: 0, c: cols.pointer, ldc: n)
+                           a: weight, lda: patch, b: dyb, ldb: n, beta: 0, c: cols.pointer, ldc: n)
                 fold(into: dx + b * inChannels * height * width, height: height, width: width, outH: outH, outW: outW)
             }
+        }
+        if let amp = precision {
+            if accumulate {
+                amp.accumulateRounded(weightGradient, into: g + weightOffset, count: outChannels * patch)
+                if hasBias { amp.accumulateRounded(biasGradient, into: g + biasOffset, count: outChannels) }
+            }
+            if let dx { amp.round(dx, count: batch * inChannels * height * width) }
         }
     }
 }

@@ -6,7 +6,9 @@
 ///     lengths: len ← ⌊(len − k)/s⌋ + 1 per conv
 ///
 /// State-dict names: `conv.<i>.weight` (and `.bias`, or the BatchNorm's at the next index), `linear.linear.<j>.weight`.
-/// As in torch, the convolutions and BatchNorm run over the whole padded tensor.
+/// As in torch, the convolutions and BatchNorm run over the whole padded tensor. Under autocast p every tensor from
+/// the first convolution on is p-valued, and so is every gradient (docs/amp-arasr.md): BatchNorm and the activations
+/// compute in float32 and round their outputs and input gradients.
 public final class Conv2dPrenet {
     struct Stage {
         let conv: Conv2d
@@ -30,6 +32,7 @@ public final class Conv2dPrenet {
     private let dA = FloatBuffer(count: 0), dB = FloatBuffer(count: 0)
     private var batch = 0, frames = 0
     private var input: UnsafePointer<Float>?
+    private var precision: ReducedPrecision?
 
     /// The BatchNorm layers in order (stored: a computed list would allocate in every forward).
     public let norms: [BatchNorm2d]
@@ -92,22 +95,26 @@ public final class Conv2dPrenet {
     /// feat [B, T, F] → output [B, T′, outputSize] (returned; valid until the next forward).
     public func forward(_ feat: UnsafePointer<Float>, batch: Int, frames: Int, context: ForwardContext) throws -> UnsafeMutablePointer<Float> {
         self.batch = batch; self.frames = frames; input = feat
+        let amp = context.amp
+        precision = amp
         var x = feat, h = frames, w = featDim
         for i in stages.indices {
             stages[i].height = h; stages[i].width = w
             let s = stages[i]
             let oh = s.conv.outputSize(h), ow = s.conv.outputSize(w), n = batch * s.conv.outChannels * oh * ow
             s.convOut.resize(to: n)
-            s.conv.forward(x, s.convOut.pointer, batch: batch, height: h, width: w)
+            s.conv.forward(x, s.convOut.pointer, batch: batch, height: h, width: w, amp: amp)
             var y = UnsafeMutablePointer(s.convOut.pointer)
             if let norm = s.norm {
                 s.normOut.resize(to: n)
                 try norm.forward(y, s.normOut.pointer, batch: batch, plane: oh * ow, training: context.training)
+                amp?.round(s.normOut.pointer, count: n)
                 y = s.normOut.pointer
             }
             if let a = s.activation {
                 s.actOut.resize(to: n)
                 a.forward(Matrix(y, rows: 1, cols: n), Matrix(s.actOut.pointer, rows: 1, cols: n), context: context)
+                amp?.round(s.actOut.pointer, count: n)
                 y = s.actOut.pointer
             }
             x = UnsafePointer(y); h = oh; w = ow
@@ -124,10 +131,12 @@ public final class Conv2dPrenet {
             let l = linears[j]
             linearOuts[j].resize(to: rows * l.outFeatures)
             l.forward(Matrix(z, rows: rows, cols: width), Matrix(linearOuts[j].pointer, rows: rows, cols: l.outFeatures), context: context)
+            amp?.round(linearOuts[j].pointer, count: rows * l.outFeatures)
             z = linearOuts[j].pointer
             if let a = linearActivations[j] {
                 linearActs[j].resize(to: rows * l.outFeatures)
                 a.forward(Matrix(z, rows: rows, cols: l.outFeatures), Matrix(linearActs[j].pointer, rows: rows, cols: l.outFeatures), context: context)
+                amp?.round(linearActs[j].pointer, count: rows * l.outFeatures)
                 z = linearActs[j].pointer
             }
             width = l.outFeatures
@@ -150,6 +159,7 @@ public final class Conv2dPrenet {
             if let a = linearActivations[j] {
                 a.backward(x: out, y: Matrix(linearActs[j].pointer, rows: rows, cols: l.outFeatures),
                            dy: Matrix(dy, rows: rows, cols: l.outFeatures), dx: Matrix(dy, rows: rows, cols: l.outFeatures), accumulate: accumulate)
+                precision?.round(dy, count: rows * l.outFeatures)
             }
             let xin = j == 0 ? flat.pointer : (linearActivations[j - 1] == nil ? linearOuts[j - 1].pointer : linearActs[j - 1].pointer)
             l.backward(x: Matrix(xin, rows: rows, cols: l.inFeatures), y: out, dy: Matrix(dy, rows: rows, cols: l.outFeatures),
@@ -172,10 +182,12 @@ public final class Conv2dPrenet {
                 let pre = s.norm == nil ? s.convOut.pointer : s.normOut.pointer
                 a.backward(x: Matrix(pre, rows: 1, cols: n), y: Matrix(s.actOut.pointer, rows: 1, cols: n),
                            dy: Matrix(d, rows: 1, cols: n), dx: Matrix(d, rows: 1, cols: n), accumulate: accumulate)
+                precision?.round(d, count: n)
             }
             if let norm = s.norm {
                 s.dIn.resize(to: n)
                 try norm.backward(x: s.convOut.pointer, dy: d, dx: s.dIn.pointer, batch: batch, plane: oh * ow, accumulate: accumulate)
+                precision?.round(s.dIn.pointer, count: n)
                 d = s.dIn.pointer
             }
             let x = last == 0 ? input! : UnsafePointer(stageOutput(last - 1))

@@ -10,6 +10,11 @@ import Foundation
 /// backward, per head: dV = P′ᵀ·dC, dP′ = dC·Vᵀ, dP = dropout mask ⊙ dP′, dS = P ⊙ (dP − rowsum(dP ⊙ P)),
 /// dQ = s·dS·K, dK = s·dSᵀ·Q. All products go through sgemm on strided head views ([B, T, H, d_h] row-major,
 /// leading dimension d_model), so no head is copied out.
+///
+/// Under autocast p (docs/amp-arasr.md): Q, K, V, C and the output are p-valued; S = p(p(Q_h·K_hᵀ)·s) (matmul, then
+/// the scaling, each rounded), the softmax and the attention dropout run in float32, C_h = p(p(P′)·V_h). Backward:
+/// dV = p(p(P′)ᵀ·dC), dP′ = p(dC·Vᵀ), the softmax backward in float32 then p(dS), dS₀ = p(s·dS),
+/// dQ = p(dS₀·K), dK = p(dS₀ᵀ·Q); the Linears round their own input gradients.
 public final class MultiHeadAttention {
     public let dModel: Int
     public let heads: Int
@@ -25,7 +30,9 @@ public final class MultiHeadAttention {
     let output = FloatBuffer(count: 0)
     private let dctx = FloatBuffer(count: 0), dq = FloatBuffer(count: 0), dk = FloatBuffer(count: 0), dv = FloatBuffer(count: 0)
     private let dscores = FloatBuffer(count: 0), scratch = FloatBuffer(count: 0)
+    private let castWeights = FloatBuffer(count: 0) // p(P′) under autocast
     private var batch = 0, tq = 0, tk = 0, dropoutActive = false
+    private var precision: ReducedPrecision?
     private var query: UnsafePointer<Float>?, keyValue: UnsafePointer<Float>?
 
     public init(dModel: Int, heads: Int, dropout: Float, scaleByHead: Bool = false) throws {
@@ -56,22 +63,29 @@ public final class MultiHeadAttention {
                         keyFrames: Int, keyLengths: [Int], causal: Bool, context: ForwardContext) {
         self.batch = batch; tq = queryFrames; tk = keyFrames
         self.query = query; self.keyValue = keyValue
+        precision = context.amp
+        let amp = context.amp
         let nq = batch * tq, nk = batch * tk, d = dModel
         q.resize(to: nq * d); k.resize(to: nk * d); v.resize(to: nk * d); ctx.resize(to: nq * d); output.resize(to: nq * d)
         qLayer.forward(Matrix(UnsafeMutablePointer(mutating: query), rows: nq, cols: d), Matrix(q.pointer, rows: nq, cols: d), context: context)
         kLayer.forward(Matrix(UnsafeMutablePointer(mutating: keyValue), rows: nk, cols: d), Matrix(k.pointer, rows: nk, cols: d), context: context)
         vLayer.forward(Matrix(UnsafeMutablePointer(mutating: keyValue), rows: nk, cols: d), Matrix(v.pointer, rows: nk, cols: d), context: context)
+        if let amp { amp.round(q.pointer, count: nq * d); amp.round(k.pointer, count: nk * d); amp.round(v.pointer, count: nk * d) }
         let plane = tq * tk
         probs.resize(to: batch * heads * plane)
+        if amp != nil { castWeights.resize(to: probs.count) }
         dropoutActive = context.training && dropoutP > 0
         if dropoutActive { dropped.resize(to: probs.count); keepMask.resize(to: probs.count) }
         for b in 0..<batch {
             let valid = keyLengths[b]
             for h in 0..<heads {
                 let p = probs.pointer + (b * heads + h) * plane
-                BLAS.sgemm(transposeA: false, transposeB: true, m: tq, n: tk, k: headSize, alpha: scale,
+                BLAS.sgemm(transposeA: false, transposeB: true, m: tq, n: tk, k: headSize, alpha: amp == nil ? scale : 1,
                            a: q.pointer + b * tq * d + h * headSize, lda: d, b: k.pointer + b * tk * d + h * headSize, ldb: d,
                            beta: 0, c: p, ldc: tk)
+                if let amp {   // the matmul's output, then the scaling (an op of its own), each in p
+                    amp.round(p, count: plane); Kernels.scale(p, count: plane, by: scale); amp.round(p, count: plane)
+                }
                 for i in 0..<tq {
                     Self.maskedSoftmax(p + i * tk, count: tk, valid: causal ? min(valid, i + 1) : valid)
                 }
@@ -83,12 +97,19 @@ public final class MultiHeadAttention {
                     Kernels.multiply(p, m, into: o, count: plane)
                     weights = UnsafePointer(o)
                 }
+                if let amp {   // the matmul casts the float32 probabilities to p
+                    let c = castWeights.pointer + (b * heads + h) * plane
+                    amp.round(weights, into: c, count: plane)
+                    weights = UnsafePointer(c)
+                }
                 BLAS.sgemm(transposeA: false, transposeB: false, m: tq, n: headSize, k: tk,
                            a: weights, lda: tk, b: v.pointer + b * tk * d + h * headSize, ldb: d,
                            beta: 0, c: ctx.pointer + b * tq * d + h * headSize, ldc: d)
             }
         }
+        amp?.round(ctx.pointer, count: nq * d)
         outLayer.forward(Matrix(ctx.pointer, rows: nq, cols: d), Matrix(output.pointer, rows: nq, cols: d), context: context)
+        amp?.round(output.pointer, count: nq * d)
     }
 
     /// Softmax of x[0..<valid] in place, zeros after (torch's −inf mask); valid ≥ 1.
@@ -103,10 +124,12 @@ public final class MultiHeadAttention {
     }
 
     /// dOutput [B, Tq, d] → dQuery (overwritten) and dKeyValue (added into), parameter gradients when `accumulate`.
-    /// For self-attention pass the same buffer for both.
+    /// For self-attention pass the same buffer for both. Under autocast dOutput must be p-valued (the gradient of a
+    /// p tensor); dQuery and the added terms of dKeyValue are then p-valued too.
     public func backward(dOutput: UnsafePointer<Float>, dQuery: UnsafeMutablePointer<Float>,
                          dKeyValue: UnsafeMutablePointer<Float>, accumulate: Bool) {
         let nq = batch * tq, nk = batch * tk, d = dModel, plane = tq * tk
+        let amp = precision
         dctx.resize(to: nq * d); dq.resize(to: nq * d); dk.resize(to: nk * d); dv.resize(to: nk * d)
         dscores.resize(to: plane); scratch.resize(to: nk * d)
         outLayer.backward(x: Matrix(ctx.pointer, rows: nq, cols: d), y: Matrix(output.pointer, rows: nq, cols: d),
@@ -116,7 +139,8 @@ public final class MultiHeadAttention {
             for h in 0..<heads {
                 let off = (b * heads + h) * plane
                 let p = probs.pointer + off
-                let weights = dropoutActive ? UnsafePointer(dropped.pointer + off) : UnsafePointer(p)
+                let weights = amp != nil ? UnsafePointer(castWeights.pointer + off)
+                    : dropoutActive ? UnsafePointer(dropped.pointer + off) : UnsafePointer(p)
                 let dcb = dctx.pointer + b * tq * d + h * headSize
                 let vb = v.pointer + b * tk * d + h * headSize
                 BLAS.sgemm(transposeA: true, transposeB: false, m: tk, n: headSize, k: tq,
@@ -124,6 +148,7 @@ public final class MultiHeadAttention {
                 let ds = dscores.pointer
                 BLAS.sgemm(transposeA: false, transposeB: true, m: tq, n: tk, k: headSize,
                            a: dcb, lda: d, b: vb, ldb: d, beta: 0, c: ds, ldc: tk)
+                amp?.round(ds, count: plane)
                 if dropoutActive { Kernels.multiply(ds, keepMask.pointer + off, into: ds, count: plane) }
                 for i in 0..<tq {
                     let pr = p + i * tk, dr = ds + i * tk
@@ -131,14 +156,19 @@ public final class MultiHeadAttention {
                     for j in 0..<tk { dot += pr[j] * dr[j] }
                     for j in 0..<tk { dr[j] = pr[j] * (dr[j] - dot) }
                 }
-                BLAS.sgemm(transposeA: false, transposeB: false, m: tq, n: headSize, k: tk, alpha: scale,
+                if let amp {   // dS of the upcast P scores, then through the scaling, each in p
+                    amp.round(ds, count: plane); Kernels.scale(ds, count: plane, by: scale); amp.round(ds, count: plane)
+                }
+                let alpha: Float = amp == nil ? scale : 1
+                BLAS.sgemm(transposeA: false, transposeB: false, m: tq, n: headSize, k: tk, alpha: alpha,
                            a: ds, lda: tk, b: k.pointer + b * tk * d + h * headSize, ldb: d,
                            beta: 0, c: dq.pointer + b * tq * d + h * headSize, ldc: d)
-                BLAS.sgemm(transposeA: true, transposeB: false, m: tk, n: headSize, k: tq, alpha: scale,
+                BLAS.sgemm(transposeA: true, transposeB: false, m: tk, n: headSize, k: tq, alpha: alpha,
                            a: ds, lda: tk, b: q.pointer + b * tq * d + h * headSize, ldb: d,
                            beta: 0, c: dk.pointer + b * tk * d + h * headSize, ldc: d)
             }
         }
+        if let amp { amp.round(dv.pointer, count: nk * d); amp.round(dq.pointer, count: nq * d); amp.round(dk.pointer, count: nk * d) }
         let xq = Matrix(UnsafeMutablePointer(mutating: query!), rows: nq, cols: d)
         let xkv = Matrix(UnsafeMutablePointer(mutating: keyValue!), rows: nk, cols: d)
         // dKeyValue may be dQuery (self-attention): write the query path first, then add the key and value paths.

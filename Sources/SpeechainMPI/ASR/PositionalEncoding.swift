@@ -4,6 +4,9 @@ import Foundation
 ///
 ///     div_i = exp(2i·ln(10000)/d),  pe[t, 2i] = sin(t/div_i),  pe[t, 2i+1] = cos(t/div_i)   (float32, as torch)
 ///     y = dropout(x·(√d if emb_scale) + pe[t]);  dx = (√d if emb_scale)·dropout′(dy)
+///
+/// Under autocast with a p-valued x (the encoder's, after the prenet): x·√d is an op on a p tensor, p(x·√d), and
+/// adding the float32 table promotes to float32; in backward the gradient of x·√d is p(g), that of x p(p(g)·√d).
 public final class PositionalEncoding {
     public let dModel: Int
     public let embScale: Bool
@@ -13,6 +16,7 @@ public final class PositionalEncoding {
     private let summed = FloatBuffer(count: 0)
     let output = FloatBuffer(count: 0)
     private var rows = 0
+    private var inputPrecision: ReducedPrecision?
 
     public init(dModel: Int, embScale: Bool, dropout: Float) {
         self.dModel = dModel; self.embScale = embScale; self.dropout = Dropout(p: dropout)
@@ -34,9 +38,12 @@ public final class PositionalEncoding {
         tableFrames = n
     }
 
-    /// x [B, T, d] → `output` [B, T, d].
-    public func forward(_ x: UnsafePointer<Float>, batch: Int, frames: Int, context: ForwardContext) {
+    /// x [B, T, d] → `output` [B, T, d]; `inputPrecision`: x's dtype under autocast (nil: float32).
+    public func forward(_ x: UnsafePointer<Float>, batch: Int, frames: Int, context: ForwardContext,
+                        inputPrecision: ReducedPrecision? = nil) {
         grow(to: frames)
+        let p = context.amp == nil ? nil : inputPrecision
+        self.inputPrecision = p
         rows = batch * frames
         summed.resize(to: rows * dModel); output.resize(to: rows * dModel)
         let s: Float = embScale ? Float(dModel).squareRoot() : 1
@@ -44,7 +51,13 @@ public final class PositionalEncoding {
             for b in 0..<batch {
                 for t in 0..<frames {
                     let o = (b * frames + t) * dModel, row = pe.baseAddress! + t * dModel
-                    for j in 0..<dModel { summed.pointer[o + j] = x[o + j] * s + row[j] }
+                    if let p, embScale {
+                        for j in 0..<dModel { summed.pointer[o + j] = x[o + j] * s }
+                        p.round(summed.pointer + o, count: dModel)
+                        for j in 0..<dModel { summed.pointer[o + j] += row[j] }
+                    } else {
+                        for j in 0..<dModel { summed.pointer[o + j] = x[o + j] * s + row[j] }
+                    }
                 }
             }
         }
@@ -55,6 +68,8 @@ public final class PositionalEncoding {
     public func backward(_ dOutput: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>) {
         dropout.backward(x: Matrix(summed.pointer, rows: rows, cols: dModel), y: Matrix(output.pointer, rows: rows, cols: dModel),
                          dy: Matrix(UnsafeMutablePointer(mutating: dOutput), rows: rows, cols: dModel), dx: Matrix(dx, rows: rows, cols: dModel), accumulate: false)
+        inputPrecision?.round(dx, count: rows * dModel)
         if embScale { Kernels.scale(dx, count: rows * dModel, by: Float(dModel).squareRoot()) }
+        if embScale { inputPrecision?.round(dx, count: rows * dModel) }
     }
 }

@@ -36,6 +36,7 @@ public final class TransformerDecoder {
     let output = FloatBuffer(count: 0)
     private let dA = FloatBuffer(count: 0), dB = FloatBuffer(count: 0), dC = FloatBuffer(count: 0)
     private var batch = 0, tokens = 0, sourceFrames = 0
+    private var precision: ReducedPrecision?
 
     public init(_ conf: TransformerEncoder.Conf, activation: () throws -> Layer) throws {
         self.conf = conf
@@ -67,10 +68,12 @@ public final class TransformerDecoder {
     }
 
     /// x [B, L, d] (embedded tokens, lengths `tokenLengths`) over `source` [B, S, d] (lengths `sourceLengths`)
-    /// → `output` [B, L, d].
+    /// → `output` [B, L, d]. Under autocast x and source are float32, each branch p-valued (docs/amp-arasr.md).
     public func forward(_ x: UnsafePointer<Float>, batch: Int, tokens: Int, tokenLengths: [Int], source: UnsafePointer<Float>,
                         sourceFrames: Int, sourceLengths: [Int], context: ForwardContext) {
         self.batch = batch; self.tokens = tokens; self.sourceFrames = sourceFrames
+        let amp = context.amp
+        precision = amp
         let d = conf.dModel, n = batch * tokens
         let m = { (p: UnsafeMutablePointer<Float>) in Matrix(p, rows: n, cols: d) }
         posenc.forward(x, batch: batch, frames: tokens, context: context)
@@ -82,15 +85,18 @@ public final class TransformerDecoder {
             l.selfAttention.forward(query: l.normed1.pointer, keyValue: l.normed1.pointer, batch: batch, queryFrames: tokens,
                                     keyFrames: tokens, keyLengths: tokenLengths, causal: true, context: context)
             l.selfDropout.forward(m(l.selfAttention.output.pointer), m(l.dropped1.pointer), context: context)
+            amp?.round(l.dropped1.pointer, count: n * d)
             for i in 0..<(n * d) { l.a.pointer[i] = l.dropped1.pointer[i] + cur[i] }
             l.crossNorm.forward(m(l.a.pointer), m(l.normed2.pointer), context: context)
             l.crossAttention.forward(query: l.normed2.pointer, keyValue: source, batch: batch, queryFrames: tokens,
                                      keyFrames: sourceFrames, keyLengths: sourceLengths, causal: false, context: context)
             l.crossDropout.forward(m(l.crossAttention.output.pointer), m(l.dropped2.pointer), context: context)
+            amp?.round(l.dropped2.pointer, count: n * d)
             for i in 0..<(n * d) { l.c.pointer[i] = l.dropped2.pointer[i] + l.a.pointer[i] }
             l.ffnNorm.forward(m(l.c.pointer), m(l.normed3.pointer), context: context)
             l.ffn.forward(l.normed3.pointer, rows: n, context: context)
             l.ffnDropout.forward(m(l.ffn.output.pointer), m(l.dropped3.pointer), context: context)
+            amp?.round(l.dropped3.pointer, count: n * d)
             for i in 0..<(n * d) { l.y.pointer[i] = l.dropped3.pointer[i] + l.c.pointer[i] }
             cur = UnsafePointer(l.y.pointer)
         }
@@ -109,19 +115,32 @@ public final class TransformerDecoder {
         finalNorm.backward(x: m(UnsafeMutablePointer(mutating: last)), y: m(output.pointer), dy: m(UnsafeMutablePointer(mutating: dOutput)),
                            dx: m(dy), accumulate: accumulate)
         for l in layers.reversed() {
-            l.ffnDropout.backward(x: m(l.ffn.output.pointer), y: m(l.dropped3.pointer), dy: m(dy), dx: m(dB.pointer), accumulate: false)
+            branchBackward(l.ffnDropout, x: m(l.ffn.output.pointer), y: m(l.dropped3.pointer), dy: dy, into: dB.pointer, count: n * d)
             l.ffn.backward(dB.pointer, dx: dC.pointer, accumulate: accumulate)
             l.ffnNorm.backward(x: m(l.c.pointer), y: m(l.normed3.pointer), dy: m(dC.pointer), dx: m(dB.pointer), accumulate: accumulate)
             Kernels.add(dB.pointer, into: dy, count: n * d)       // dc
-            l.crossDropout.backward(x: m(l.crossAttention.output.pointer), y: m(l.dropped2.pointer), dy: m(dy), dx: m(dB.pointer), accumulate: false)
+            branchBackward(l.crossDropout, x: m(l.crossAttention.output.pointer), y: m(l.dropped2.pointer), dy: dy, into: dB.pointer, count: n * d)
             l.crossAttention.backward(dOutput: dB.pointer, dQuery: dC.pointer, dKeyValue: dSource, accumulate: accumulate)
             l.crossNorm.backward(x: m(l.a.pointer), y: m(l.normed2.pointer), dy: m(dC.pointer), dx: m(dB.pointer), accumulate: accumulate)
             Kernels.add(dB.pointer, into: dy, count: n * d)       // da
-            l.selfDropout.backward(x: m(l.selfAttention.output.pointer), y: m(l.dropped1.pointer), dy: m(dy), dx: m(dB.pointer), accumulate: false)
+            branchBackward(l.selfDropout, x: m(l.selfAttention.output.pointer), y: m(l.dropped1.pointer), dy: dy, into: dB.pointer, count: n * d)
             l.selfAttention.backward(dOutput: dB.pointer, dQuery: dC.pointer, dKeyValue: dC.pointer, accumulate: accumulate)
             l.selfNorm.backward(x: m(UnsafeMutablePointer(mutating: l.input!)), y: m(l.normed1.pointer), dy: m(dC.pointer), dx: m(dB.pointer), accumulate: accumulate)
             Kernels.add(dB.pointer, into: dy, count: n * d)       // this layer's dx
         }
         posenc.backward(dy, dx: dx)
+    }
+
+    /// The gradient of a residual branch dropout(B) (B p-valued under autocast): p(g) into the dropout's output, then
+    /// its backward, rounded again (an op on a p tensor); float32 without autocast.
+    private func branchBackward(_ dropout: Dropout, x: Matrix, y: Matrix, dy: UnsafeMutablePointer<Float>,
+                                into out: UnsafeMutablePointer<Float>, count: Int) {
+        guard let p = precision else {
+            dropout.backward(x: x, y: y, dy: Matrix(dy, rows: x.rows, cols: x.cols), dx: Matrix(out, rows: x.rows, cols: x.cols), accumulate: false)
+            return
+        }
+        p.round(dy, into: out, count: count)
+        dropout.backward(x: x, y: y, dy: Matrix(out, rows: x.rows, cols: x.cols), dx: Matrix(out, rows: x.rows, cols: x.cols), accumulate: false)
+        p.round(out, count: count)
     }
 }

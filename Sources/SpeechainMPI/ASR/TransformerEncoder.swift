@@ -39,6 +39,7 @@ public final class TransformerEncoder {
     let output = FloatBuffer(count: 0)
     private let dA = FloatBuffer(count: 0), dB = FloatBuffer(count: 0), dC = FloatBuffer(count: 0)
     private var batch = 0, frames = 0, lengths: [Int] = []
+    private var precision: ReducedPrecision?
 
     public init(_ conf: Conf, activation: () throws -> SpeechainMPI.Layer) throws {
         self.conf = conf
@@ -66,12 +67,15 @@ public final class TransformerEncoder {
         finalNorm.initialize(in: store, rng: &rng)
     }
 
-    /// x [B, T, d] with lengths → `output` [B, T, d].
+    /// x [B, T, d] with lengths → `output` [B, T, d]. Under autocast x is p-valued (the prenet's output); the
+    /// residual stream and the output are float32, each branch p-valued (docs/amp-arasr.md).
     public func forward(_ x: UnsafePointer<Float>, batch: Int, frames: Int, lengths: [Int], context: ForwardContext) {
         self.batch = batch; self.frames = frames
+        let amp = context.amp
+        precision = amp
         self.lengths.removeAll(keepingCapacity: true); self.lengths.append(contentsOf: lengths)   // own storage: sharing the caller's would copy on its next write
         let d = conf.dModel, n = batch * frames
-        posenc.forward(x, batch: batch, frames: frames, context: context)
+        posenc.forward(x, batch: batch, frames: frames, context: context, inputPrecision: amp)
         var cur = UnsafePointer(posenc.output.pointer)
         for l in layers {
             l.input = cur
@@ -81,10 +85,12 @@ public final class TransformerEncoder {
             l.attention.forward(query: l.normed.pointer, keyValue: l.normed.pointer, batch: batch, queryFrames: frames,
                                 keyFrames: frames, keyLengths: lengths, causal: false, context: context)
             l.attDropout.forward(m(l.attention.output.pointer), m(l.attDropped.pointer), context: context)
+            amp?.round(l.attDropped.pointer, count: n * d)
             for i in 0..<(n * d) { l.h.pointer[i] = l.attDropped.pointer[i] + cur[i] }
             l.ffnNorm.forward(m(l.h.pointer), m(l.normed2.pointer), context: context)
             l.ffn.forward(l.normed2.pointer, rows: n, context: context)
             l.ffnDropout.forward(m(l.ffn.output.pointer), m(l.ffnDropped.pointer), context: context)
+            amp?.round(l.ffnDropped.pointer, count: n * d)
             for i in 0..<(n * d) { l.y.pointer[i] = l.ffnDropped.pointer[i] + l.h.pointer[i] }
             cur = UnsafePointer(l.y.pointer)
         }
@@ -103,16 +109,29 @@ public final class TransformerEncoder {
                            dx: m(dy), accumulate: accumulate)
         for l in layers.reversed() {
             // y = h + drop(FFN(LN(h))): dh = dy + LN′(FFN′(drop′(dy)))
-            l.ffnDropout.backward(x: m(l.ffn.output.pointer), y: m(l.ffnDropped.pointer), dy: m(dy), dx: m(dB.pointer), accumulate: false)
+            branchBackward(l.ffnDropout, x: m(l.ffn.output.pointer), y: m(l.ffnDropped.pointer), dy: dy, into: dB.pointer, count: n * d)
             l.ffn.backward(dB.pointer, dx: dC.pointer, accumulate: accumulate)
             l.ffnNorm.backward(x: m(l.h.pointer), y: m(l.normed2.pointer), dy: m(dC.pointer), dx: m(dB.pointer), accumulate: accumulate)
             Kernels.add(dB.pointer, into: dy, count: n * d)       // dy is now dh
             // h = x + drop(MHA(LN(x))): dx = dh + LN′(MHA′(drop′(dh)))
-            l.attDropout.backward(x: m(l.attention.output.pointer), y: m(l.attDropped.pointer), dy: m(dy), dx: m(dB.pointer), accumulate: false)
+            branchBackward(l.attDropout, x: m(l.attention.output.pointer), y: m(l.attDropped.pointer), dy: dy, into: dB.pointer, count: n * d)
             l.attention.backward(dOutput: dB.pointer, dQuery: dC.pointer, dKeyValue: dC.pointer, accumulate: accumulate)
             l.attNorm.backward(x: m(UnsafeMutablePointer(mutating: l.input!)), y: m(l.normed.pointer), dy: m(dC.pointer), dx: m(dB.pointer), accumulate: accumulate)
             Kernels.add(dB.pointer, into: dy, count: n * d)       // dy is now this layer's dx
         }
         posenc.backward(dy, dx: dx)
+    }
+
+    /// The gradient of a residual branch dropout(B) (B p-valued under autocast): p(g) into the dropout's output, then
+    /// its backward, rounded again (an op on a p tensor); float32 without autocast.
+    private func branchBackward(_ dropout: Dropout, x: Matrix, y: Matrix, dy: UnsafeMutablePointer<Float>,
+                                into out: UnsafeMutablePointer<Float>, count: Int) {
+        guard let p = precision else {
+            dropout.backward(x: x, y: y, dy: Matrix(dy, rows: x.rows, cols: x.cols), dx: Matrix(out, rows: x.rows, cols: x.cols), accumulate: false)
+            return
+        }
+        p.round(dy, into: out, count: count)
+        dropout.backward(x: x, y: y, dy: Matrix(out, rows: x.rows, cols: x.cols), dx: Matrix(out, rows: x.rows, cols: x.cols), accumulate: false)
+        p.round(out, count: count)
     }
 }
