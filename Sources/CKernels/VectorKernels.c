@@ -141,3 +141,17 @@ void ck_layer_norm_backward(ck_path path, const float *x, const float *dy, size_
                             const float *mean, const float *rstd, float *gw, float *gb, float *dx) {
     CK_CALL(layer_norm_backward, x, dy, rows, d, w, mean, rstd, gw, gb, dx)
 }
+
+void ck_softmax_backward(ck_path path, const float *p, float *d, size_t rows, size_t k) {
+    CK_CALL(softmax_backward, p, d, rows, k)
+}
+
+void ck_conv_unfold(ck_path path, const float *x, float *cols, size_t channels, size_t height, size_t width, size_t k,
+                    size_t s, size_t oh, size_t ow) {
+    CK_CALL(conv_unfold, x, cols, channels, height, width, k, s, oh, ow)
+}
+
+void ck_conv_fold(ck_path path, const float *cols, float *dx, size_t channels, size_t height, size_t width, size_t k,
+                  size_t s, size_t oh, size_t ow) {
+    CK_CALL(conv_fold, cols, dx, channels, height, width, k, s, oh, ow)
+}

@@ -600,6 +600,88 @@ static CK_TARGET void F(layer_norm_backward)(const float *x, const float *dy, si
     }
 }
 
+/// Per row of [rows, k]: d ← p ⊙ (d − Σ_j p_j·d_j), the softmax backward (the dot in double, 16 partial sums).
+static CK_TARGET void F(softmax_backward)(const float *p, float *d, size_t rows, size_t k) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *pr = p + r * k;
+        float *dr = d + r * k;
+        VD acc[NACC];
+        for (int j = 0; j < NACC; j++) acc[j] = 0.0;
+        size_t i = 0;
+        for (; i + 16 <= k; i += 16)
+            for (int j = 0; j < NACC; j++) {
+                const size_t o = i + j * H;
+                acc[j] = acc[j] + F(widen)(F(ldh)(pr + o)) * F(widen)(F(ldh)(dr + o));
+            }
+        double part[16];
+        __builtin_memcpy(part, acc, sizeof part);
+        for (size_t q = 0; i < k; i++, q++) part[q] = part[q] + (double)pr[i] * (double)dr[i];
+        const float dot = (float)ck_combine16(part);
+        size_t j = 0;
+        for (; j + CK_W <= k; j += CK_W) F(stf)(dr + j, F(ldf)(pr + j) * (F(ldf)(dr + j) - dot));
+        for (; j < k; j++) dr[j] = pr[j] * (dr[j] - dot);
+    }
+}
+
+/// im2col of one [c, h, w] plane stack for a k×k kernel of stride s (no padding): cols[(ch·k + u)·k + v][i·ow + j]
+/// = x[ch][s·i + u][s·j + v].
+static CK_TARGET void F(conv_unfold)(const float *restrict x, float *restrict cols, size_t channels, size_t height,
+                                     size_t width, size_t k, size_t s, size_t oh, size_t ow) {
+    float *row = cols;
+    for (size_t ch = 0; ch < channels; ch++) {
+        const float *plane = x + ch * height * width;
+        for (size_t u = 0; u < k; u++)
+            for (size_t v = 0; v < k; v++) {
+                for (size_t i = 0; i < oh; i++) {
+                    const float *restrict src = plane + (s * i + u) * width + v;
+                    float *restrict dst = row + i * ow;
+                    if (s == 1) for (size_t j = 0; j < ow; j++) dst[j] = src[j];
+                    else if (s == 2) for (size_t j = 0; j < ow; j++) dst[j] = src[2 * j];
+                    else for (size_t j = 0; j < ow; j++) dst[j] = src[s * j];
+                }
+                row += oh * ow;
+            }
+    }
+}
+
+/// col2im, the adjoint of conv_unfold: dx[ch][s·i + u][s·j + v] += cols[(ch·k + u)·k + v][i·ow + j]. For the usual
+/// k = 3, s = 2 the three kernel columns v of a row are added in one interleaved pass (even outputs get v = 0 and the
+/// previous v = 2, odd ones v = 1), which vectorises; other shapes add one v at a time.
+static CK_TARGET void F(conv_fold)(const float *restrict cols, float *restrict dx, size_t channels, size_t height,
+                                   size_t width, size_t k, size_t s, size_t oh, size_t ow) {
+    const size_t n = oh * ow;
+    const float *row = cols;
+    for (size_t ch = 0; ch < channels; ch++) {
+        float *plane = dx + ch * height * width;
+        for (size_t u = 0; u < k; u++) {
+            if (k == 3 && s == 2 && ow >= 1) {
+                const float *c0 = row, *c1 = row + n, *c2 = row + 2 * n;
+                for (size_t i = 0; i < oh; i++) {
+                    float *restrict dst = plane + (2 * i + u) * width;
+                    const float *restrict r0 = c0 + i * ow, *restrict r1 = c1 + i * ow, *restrict r2 = c2 + i * ow;
+                    dst[0] += r0[0];
+                    dst[1] += r1[0];
+                    for (size_t j = 1; j < ow; j++) {
+                        dst[2 * j] += r0[j] + r2[j - 1];
+                        dst[2 * j + 1] += r1[j];
+                    }
+                    dst[2 * ow] += r2[ow - 1];
+                }
+                row += 3 * n;
+                continue;
+            }
+            for (size_t v = 0; v < k; v++) {
+                for (size_t i = 0; i < oh; i++) {
+                    float *restrict dst = plane + (s * i + u) * width + v;
+                    const float *restrict src = row + i * ow;
+                    for (size_t j = 0; j < ow; j++) dst[s * j] += src[j];
+                }
+                row += n;
+            }
+        }
+    }
+}
+
 #undef CK_JOIN2
 #undef CK_JOIN
 #undef F

@@ -112,6 +112,16 @@ void ck_layer_norm_forward(ck_path path, const float *x, float *y, size_t rows, 
 void ck_layer_norm_backward(ck_path path, const float *x, const float *dy, size_t rows, size_t d, const float *w,
                             const float *mean, const float *rstd, float *gw, float *gb, float *dx);
 
+/// Per row of [rows, k]: d ← p ⊙ (d − Σ_j p_j·d_j) (softmax backward; the dot in double over 16 partial sums).
+void ck_softmax_backward(ck_path path, const float *p, float *d, size_t rows, size_t k);
+
+/// im2col for one utterance: x [channels, height, width] → cols [channels·k·k, oh·ow], kernel k, stride s, no padding.
+void ck_conv_unfold(ck_path path, const float *x, float *cols, size_t channels, size_t height, size_t width, size_t k,
+                    size_t s, size_t oh, size_t ow);
+/// col2im (the adjoint): dx [channels, height, width] += the columns folded back.
+void ck_conv_fold(ck_path path, const float *cols, float *dx, size_t channels, size_t height, size_t width, size_t k,
+                  size_t s, size_t oh, size_t ow);
+
 // ---------------------------------------------------------------------------------------------------------------
 // Rounding of float32 buffers to IEEE binary16 (float16) or bfloat16, returned as float32 values: round to nearest,
 // ties to even; float16 keeps subnormals and overflows to ±inf at 65520; NaN stays NaN (quiet, sign and leading

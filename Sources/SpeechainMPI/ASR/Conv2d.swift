@@ -1,3 +1,5 @@
+import CKernels
+
 /// torch.nn.Conv2d with a square kernel k, stride s and no padding over [B, Cin, H, W] row-major tensors:
 ///
 ///     y[b, o, i, j] = bias[o] + Σ_{c, u, v} W[o, c, u, v] · x[b, c, s·i + u, s·j + v],
@@ -49,43 +51,14 @@ public final class Conv2d {
 
     private var patch: Int { inChannels * kernel * kernel }
 
-    /// cols[(c·k + u)·k + v, i·W' + j] = x[c, s·i + u, s·j + v] for one utterance.
+    /// cols[(c·k + u)·k + v, i·W' + j] = x[c, s·i + u, s·j + v] for one utterance (a vector kernel).
     private func unfold(_ x: UnsafePointer<Float>, height: Int, width: Int, outH: Int, outW: Int) {
-        let k = kernel, s = stride, n = outH * outW
-        var row = cols.pointer
-        for c in 0..<inChannels {
-            let plane = x + c * height * width
-            for u in 0..<k {
-                for v in 0..<k {
-                    for i in 0..<outH {
-                        let src = plane + (s * i + u) * width + v
-                        let dst = row + i * outW
-                        if s == 1 { dst.update(from: src, count: outW) }
-                        else { for j in 0..<outW { dst[j] = src[s * j] } }
-                    }
-                    row += n
-                }
-            }
-        }
+        ck_conv_unfold(VectorPath.current.ck, x, cols.pointer, inChannels, height, width, kernel, stride, outH, outW)
     }
 
-    /// dx[c, s·i + u, s·j + v] += dcols[(c·k + u)·k + v, i·W' + j].
+    /// dx[c, s·i + u, s·j + v] += dcols[(c·k + u)·k + v, i·W' + j] (a vector kernel).
     private func fold(into dx: UnsafeMutablePointer<Float>, height: Int, width: Int, outH: Int, outW: Int) {
-        let k = kernel, s = stride, n = outH * outW
-        var row = UnsafePointer(cols.pointer)
-        for c in 0..<inChannels {
-            let plane = dx + c * height * width
-            for u in 0..<k {
-                for v in 0..<k {
-                    for i in 0..<outH {
-                        let dst = plane + (s * i + u) * width + v
-                        let src = row + i * outW
-                        for j in 0..<outW { dst[s * j] += src[j] }
-                    }
-                    row += n
-                }
-            }
-        }
+        ck_conv_fold(VectorPath.current.ck, cols.pointer, dx, inChannels, height, width, kernel, stride, outH, outW)
     }
 
     /// x [B, Cin, H, W] → y [B, Cout, H', W'].

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// SpeeChain's `transformer.attention.MultiHeadedAttention`: for each head h of size d_h = d_model/H,
@@ -112,15 +113,15 @@ public final class MultiHeadAttention {
         amp?.round(output.pointer, count: nq * d)
     }
 
-    /// Softmax of x[0..<valid] in place, zeros after (torch's −inf mask); valid ≥ 1.
+    /// Softmax of x[0..<valid] in place, zeros after (torch's −inf mask); valid ≥ 1. The vector kernels of the
+    /// cross-entropy: p = float(exp(double(x) − log Σ exp(double(x − m)))).
     @inline(__always) static func maskedSoftmax(_ x: UnsafeMutablePointer<Float>, count: Int, valid: Int) {
         var m = -Float.infinity
-        for j in 0..<valid { m = max(m, x[j]) }
-        var s: Float = 0
-        for j in 0..<valid { let e = expf(x[j] - m); x[j] = e; s += e }
-        let r = 1 / s
-        for j in 0..<valid { x[j] *= r }
-        for j in valid..<count { x[j] = 0 }
+        for j in 0..<valid where x[j] > m { m = x[j] }
+        let path = VectorPath.current.ck
+        let logSum = Double(m) + Foundation.log(ck_sum_exp_shifted(path, x, valid, m))
+        _ = ck_softmax_from_log_sum(path, x, valid, logSum, x)
+        if valid < count { Kernels.fill(x + valid, count: count - valid, value: 0) }
     }
 
     /// dOutput [B, Tq, d] → dQuery (overwritten) and dKeyValue (added into), parameter gradients when `accumulate`.
@@ -150,12 +151,7 @@ public final class MultiHeadAttention {
                            a: dcb, lda: d, b: vb, ldb: d, beta: 0, c: ds, ldc: tk)
                 amp?.round(ds, count: plane)
                 if dropoutActive { Kernels.multiply(ds, keepMask.pointer + off, into: ds, count: plane) }
-                for i in 0..<tq {
-                    let pr = p + i * tk, dr = ds + i * tk
-                    var dot: Float = 0
-                    for j in 0..<tk { dot += pr[j] * dr[j] }
-                    for j in 0..<tk { dr[j] = pr[j] * (dr[j] - dot) }
-                }
+                ck_softmax_backward(VectorPath.current.ck, p, ds, tq, tk)
                 if let amp {   // dS of the upcast P scores, then through the scaling, each in p
                     amp.round(ds, count: plane); Kernels.scale(ds, count: plane, by: scale); amp.round(ds, count: plane)
                 }

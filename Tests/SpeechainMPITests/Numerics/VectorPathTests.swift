@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Testing
 @testable import SpeechainMPI
@@ -504,6 +505,67 @@ import Testing
         }
     }
 
+    /// The attention's softmax backward: d ← p ⊙ (d − p·d) per row, against a double-precision reference (the
+    /// only roundings: the dot to float, then one subtraction and one product per element); the same bits on
+    /// every path.
+    static func checkSoftmaxBackward(_ path: VectorPath) {
+        for k in sizes where k > 0 && k < 1100 {
+            let rows = 3
+            let p = random(rows * k, seed: 80, 0, 1), d0 = random(rows * k, seed: 81, -3, 3)
+            let got = expectSameAsBaseline(path, "softmax backward k=\(k)") {
+                var d = d0
+                p.withUnsafeBufferPointer { pp in d.withUnsafeMutableBufferPointer { ck_softmax_backward(VectorPath.current.ck, pp.baseAddress!, $0.baseAddress!, rows, k) } }
+                return d
+            }
+            for r in 0..<rows {
+                let dot = (0..<k).reduce(0.0) { $0 + Double(p[r * k + $1]) * Double(d0[r * k + $1]) }
+                let scale = (0..<k).reduce(0.0) { $0 + abs(Double(p[r * k + $1]) * Double(d0[r * k + $1])) }
+                for j in 0..<k {
+                    let i = r * k + j
+                    let want = Double(p[i]) * (Double(d0[i]) - dot)
+                    let bound = 1.2e-7 * Double(p[i]) * (abs(Double(d0[i])) + abs(dot) + scale)
+                    #expect(abs(Double(got[i]) - want) <= bound, "softmax backward \(path) k=\(k) [\(r),\(j)] = \(got[i]), want \(want)")
+                }
+            }
+        }
+    }
+
+    /// im2col and col2im of the prenet's convolutions against the definition, exactly (unfold copies; fold adds at
+    /// most k·k/s² … k·k terms per element, here checked in double against a float sum of the same terms in any
+    /// order), for stride 1, the usual kernel 3 / stride 2 (the interleaved path), and kernel 5 / stride 3.
+    static func checkConvFoldUnfold(_ path: VectorPath) {
+        for (k, s) in [(3, 2), (3, 1), (5, 3), (1, 1)] {
+            for (channels, height, width) in [(1, 9, 13), (3, 7, 8), (2, 30, 41)] where height >= k && width >= k {
+                let oh = (height - k) / s + 1, ow = (width - k) / s + 1, n = oh * ow
+                let x = random(channels * height * width, seed: 90, -2, 2)
+                let cols = expectSameAsBaseline(path, "unfold k=\(k) s=\(s)") {
+                    var c = [Float](repeating: .nan, count: channels * k * k * n)
+                    x.withUnsafeBufferPointer { xp in c.withUnsafeMutableBufferPointer { ck_conv_unfold(VectorPath.current.ck, xp.baseAddress!, $0.baseAddress!, channels, height, width, k, s, oh, ow) } }
+                    return c
+                }
+                var unfoldOK = true
+                for c in 0..<channels { for u in 0..<k { for v in 0..<k { for i in 0..<oh { for j in 0..<ow {
+                    if !same(cols[((c * k + u) * k + v) * n + i * ow + j], x[(c * height + s * i + u) * width + s * j + v]) { unfoldOK = false }
+                } } } } }
+                #expect(unfoldOK, "unfold \(path) k=\(k) s=\(s) \(channels)x\(height)x\(width)")
+                let dcols = random(channels * k * k * n, seed: 91, -1, 1), base = random(channels * height * width, seed: 92, -1, 1)
+                let dx = expectSameAsBaseline(path, "fold k=\(k) s=\(s)") {
+                    var d = base
+                    dcols.withUnsafeBufferPointer { cp in d.withUnsafeMutableBufferPointer { ck_conv_fold(VectorPath.current.ck, cp.baseAddress!, $0.baseAddress!, channels, height, width, k, s, oh, ow) } }
+                    return d
+                }
+                var want = base.map(Double.init), magnitude = base.map { abs(Double($0)) }
+                for c in 0..<channels { for u in 0..<k { for v in 0..<k { for i in 0..<oh { for j in 0..<ow {
+                    let t = Double(dcols[((c * k + u) * k + v) * n + i * ow + j]), o = (c * height + s * i + u) * width + s * j + v
+                    want[o] += t; magnitude[o] += abs(t)
+                } } } } }
+                let terms = Double(k * k + 1)
+                let bad = (0..<dx.count).filter { abs(Double(dx[$0]) - want[$0]) > terms * 0x1p-24 * magnitude[$0] }
+                #expect(bad.isEmpty, "fold \(path) k=\(k) s=\(s) \(channels)x\(height)x\(width): \(bad.count) values off, first \(bad.first.map { "\(dx[$0]) want \(want[$0])" } ?? "")")
+            }
+        }
+    }
+
     // MARK: - Paths, features, selection
 
     /// CPUFeatures agrees with the kernel's view of the CPU (/proc/cpuinfo flags).
@@ -565,6 +627,8 @@ extension VectorPathTests {
         @Test(arguments: [GELU.Approximation.none, .tanh]) func gelu(_ a: GELU.Approximation) { checkGELU(a, .baseline) }
         @Test(arguments: [Float(0), 0.1]) func crossEntropy(_ e: Float) { checkCrossEntropy(e, .baseline) }
         @Test func layerNorm() { checkLayerNorm(.baseline) }
+        @Test func softmaxBackward() { checkSoftmaxBackward(.baseline) }
+        @Test func convFoldUnfold() { checkConvFoldUnfold(.baseline) }
     }
 
     @Suite(.enabled(if: VectorPath.avx2.isSupported, "this CPU lacks AVX/AVX2/FMA/F16C: the avx2 path is not run"))
@@ -577,6 +641,8 @@ extension VectorPathTests {
         @Test(arguments: [GELU.Approximation.none, .tanh]) func gelu(_ a: GELU.Approximation) { checkGELU(a, .avx2) }
         @Test(arguments: [Float(0), 0.1]) func crossEntropy(_ e: Float) { checkCrossEntropy(e, .avx2) }
         @Test func layerNorm() { checkLayerNorm(.avx2) }
+        @Test func softmaxBackward() { checkSoftmaxBackward(.avx2) }
+        @Test func convFoldUnfold() { checkConvFoldUnfold(.avx2) }
     }
 
     @Suite(.enabled(if: VectorPath.avx512.isSupported, "this CPU lacks AVX-512F/BW/VL/DQ: the avx512 path is not run"))
@@ -589,6 +655,8 @@ extension VectorPathTests {
         @Test(arguments: [GELU.Approximation.none, .tanh]) func gelu(_ a: GELU.Approximation) { checkGELU(a, .avx512) }
         @Test(arguments: [Float(0), 0.1]) func crossEntropy(_ e: Float) { checkCrossEntropy(e, .avx512) }
         @Test func layerNorm() { checkLayerNorm(.avx512) }
+        @Test func softmaxBackward() { checkSoftmaxBackward(.avx512) }
+        @Test func convFoldUnfold() { checkConvFoldUnfold(.avx512) }
     }
 }
 
