@@ -70,6 +70,22 @@ import Testing
         try check("nobn_relu_bfloat16", base: "nobn_relu", bounds: Bounds(loss: 2e-6, gradient: 3e-3))
     }
 
+    /// What the GradScaler relies on: under float16 a loss scale the format cannot hold overflows the gradients to
+    /// ±inf (first where the loss gradient re-enters the p logits), and a moderate one does not; in float32, and in
+    /// bfloat16 (float32's range), the same huge scale stays finite.
+    @Test(arguments: [ReducedPrecision?.none, .float16, .bfloat16])
+    func aTooLargeLossScaleOverflowsOnlyInFloat16(amp: ReducedPrecision?) throws {
+        let c = try ARASRReferenceTests.load("bn_gelu")
+        var losses = NamedValues(names: c.model.lossNames), metrics = NamedValues(names: c.model.metricNames)
+        for (seed, overflows) in [(Float(1024), false), (Float(0x1p40), amp == .float16)] {
+            try c.model.forward(c.batch, context: ForwardContext(training: true, amp: amp), losses: &losses, metrics: &metrics)
+            c.model.parameters.zeroGradients([0..<c.model.parameters.count])
+            try c.model.backward(loss: "loss", seed: seed, modules: c.model.moduleNames)
+            let finite = Kernels.allFinite(c.model.parameters.gradients.pointer, count: c.model.parameters.count)
+            #expect(finite == !overflows, "\(amp.map(\.rawValue) ?? "float32"), loss scale \(seed): finite \(finite)")
+        }
+    }
+
     @Test func batchNormGELUInFloat16WithALossScale() throws {
         try check("bn_gelu_float16", base: "bn_gelu", bounds: Bounds(loss: 5e-5, gradient: 1e-2))
     }
