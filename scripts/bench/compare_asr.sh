@@ -31,7 +31,9 @@ out, rounds = sys.argv[1], int(sys.argv[2])
 med = statistics.median
 load = lambda p: json.load(open(os.path.join(out, p)))
 torch = {tag: [load(f"{tag}-{i}.json") for i in range(1, rounds + 1)] for tag in ["torch", "torch-ftz"]}
-ours = [load(f"ours-{i}/bench_asr.json") for i in range(1, rounds + 1)]
+# bench.json (bench_asr.json before bench-asr ran under mpirun)
+ours = [load(f"ours-{i}/bench.json" if os.path.exists(os.path.join(out, f"ours-{i}/bench.json")) else f"ours-{i}/bench_asr.json")
+        for i in range(1, rounds + 1)]
 lines = [open(os.path.join(out, "machine.txt")).read().strip(), f"{rounds} alternated rounds, medians over rounds"]
 best = 0
 for tag, runs in torch.items():

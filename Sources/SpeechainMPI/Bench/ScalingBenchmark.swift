@@ -72,6 +72,8 @@ public enum ScalingBenchmark {
 
     /// What rank 0 reports (bench.json); times in milliseconds, rates per second.
     public struct Report: Codable, Sendable {
+        /// Which benchmark wrote it: "mlp" here, "asr" for ASRBenchmark.Report (scripts/bench read both).
+        public var workload = "mlp"
         public var date = ""
         public var host = ""
         public var cpu = ""
@@ -263,20 +265,28 @@ public enum ScalingBenchmark {
             report.syncOverRaw = report.syncMsSlowestRank / report.rawAllreduceMs
         }
         if let mpi, world > 1 {
-            let grads = model.parameters.gradients
-            // Each size: every rank's best of 10 (the machine's cost, without the pauses other processes cause),
-            // then the slowest rank.
-            for count in [256, 4096, 65536, 1 << 20] where count < grads.count {
-                var best = Double.infinity
-                for _ in 0..<10 {
-                    try communicator.barrier()
-                    best = min(best, try mpi.rawAllreduceSum(grads.pointer, count: count))
-                }
-                report.allreduceCurve.append(.init(bytes: count * 4, ms: try slowest([best]) * 1e3))
-            }
-            report.allreduceCurve.append(.init(bytes: grads.count * 4, ms: report.rawAllreduceMs))
+            report.allreduceCurve = try allreduceCurve(mpi, communicator, gradients: model.parameters.gradients,
+                                                       wholeMs: report.rawAllreduceMs)
         }
         return report
+    }
+
+    /// A raw MPI_Allreduce of 256, 4096, 65536 and 2²⁰ floats (those smaller than the gradient; each size every
+    /// rank's best of 10 — the machine's cost, without the pauses other processes cause — then the slowest rank),
+    /// and the whole gradient as measured during the run (`wholeMs`), for model.py's latency–bandwidth fit.
+    static func allreduceCurve(_ mpi: MPICommunicator, _ communicator: Communicator, gradients grads: FloatBuffer,
+                               wholeMs: Double) throws -> [AllreducePoint] {
+        var curve: [AllreducePoint] = []
+        for count in [256, 4096, 65536, 1 << 20] where count < grads.count {
+            var best = Double.infinity
+            for _ in 0..<10 {
+                try communicator.barrier()
+                best = min(best, try mpi.rawAllreduceSum(grads.pointer, count: count))
+            }
+            curve.append(.init(bytes: count * 4, ms: try gatherMedians([best], communicator).max()! * 1e3))
+        }
+        curve.append(.init(bytes: grads.count * 4, ms: wholeMs))
+        return curve
     }
 
     @inline(__always) static func seconds(since start: UInt64) -> Double {
@@ -285,8 +295,12 @@ public enum ScalingBenchmark {
 
     /// Every rank's median of `values`, in rank order (gathered bit for bit).
     static func gatherMedians(_ values: [Double], _ communicator: Communicator) throws -> [Double] {
-        let bits = Int64(bitPattern: BenchSupport.median(values).bitPattern)
-        return try communicator.allgather(bits).map { Double(bitPattern: UInt64(bitPattern: $0)) }
+        try gather(BenchSupport.median(values), communicator)
+    }
+
+    /// Every rank's `value`, in rank order (gathered bit for bit).
+    static func gather(_ value: Double, _ communicator: Communicator) throws -> [Double] {
+        try communicator.allgather(Int64(bitPattern: value.bitPattern)).map { Double(bitPattern: UInt64(bitPattern: $0)) }
     }
 
     /// FLOP/s of the best of `repeats` row-major C = A·B (after one untimed call).
