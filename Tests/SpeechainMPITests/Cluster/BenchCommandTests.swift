@@ -123,27 +123,91 @@ import Testing
     }
 }
 
-/// `speechain-mpi bench-asr`: the ARASR workload of scripts/bench/asr_torch.py, its report, and bad options.
-@Suite struct BenchASRCommandTests {
-    func run(_ args: [String]) throws -> ClusterSupport.Result {
-        try ClusterSupport.run(Executable.url.path, ["bench-asr"] + args, environment: ["OPENBLAS_NUM_THREADS": "1"], timeout: 300)
+/// `speechain-mpi bench-asr`: the ARASR workload of scripts/bench/asr_torch.py, alone and under mpirun (a tiny
+/// model there, so that a run takes seconds), its report, and bad options.
+@Suite(.serialized) struct BenchASRCommandTests {
+    /// A model small enough for seconds per run: d_model 32, 2 heads, FFN 64, 1 + 1 layers, conv [8, 8].
+    static let tiny = ["--d_model", "32", "--heads", "2", "--ffn", "64", "--encoder_layers", "1", "--decoder_layers", "1",
+                       "--conv_dims", "8,8", "--tokens", "4"]
+
+    /// Runs bench-asr (under `mpirun -np` when np is given) and reads rank 0's bench.json.
+    func run(np: Int? = nil, _ args: [String]) throws -> (ClusterSupport.Result, ASRBenchmark.Report?) {
+        let dir = try TestResources.scratchDirectory("bench-asr")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let all = ["bench-asr", "--result_path", dir.path] + args
+        let env = ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OPENBLAS_NUM_THREADS": "1"]
+        let r: ClusterSupport.Result
+        if let np {
+            r = try ClusterSupport.run(MPIRun.mpirun.path, ["-np", "\(np)", "--oversubscribe", "--bind-to", "none", Executable.url.path] + all,
+                                       environment: env, timeout: 300)
+        } else {
+            r = try ClusterSupport.run(Executable.url.path, all, environment: env, timeout: 300)
+        }
+        #expect(!r.timedOut)
+        let decoder = JSONDecoder(); decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let report = (try? Data(contentsOf: dir.appendingPathComponent("bench.json"))).flatMap {
+            try? decoder.decode(ASRBenchmark.Report.self, from: $0)
+        }
+        return (r, report)
     }
 
     @Test func aSmallRunReportsTheStepAndItsProducts() throws {
-        let dir = try TestResources.scratchDirectory("bench-asr")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let r = try run(["--batch_size", "2", "--frames", "40", "--tokens", "3", "--steps", "2", "--warmup", "1", "--result_path", dir.path])
+        let (r, report) = try run(["--batch_size", "2", "--frames", "40", "--tokens", "3", "--steps", "2", "--warmup", "1"])
         #expect(r.status == 0, "\(r.output)")
-        let decoder = JSONDecoder(); decoder.keyDecodingStrategy = .convertFromSnakeCase
-        let report = try decoder.decode(ASRBenchmark.Report.self, from: Data(contentsOf: dir.appendingPathComponent("bench_asr.json")))
+        let b = try #require(report, "\(r.output)")
         // the workload's model: the same parameter count as the PyTorch twin's state dict (asr_torch.py prints it)
-        #expect(report.parameters == 9_762_624)
-        #expect(report.configuration.batchSize == 2 && report.configuration.frames == 40 && report.configuration.tokens == 3)
-        #expect(report.stepMs > 0 && report.forwardMs > 0 && report.backwardMs > 0 && report.stepMs >= report.forwardMs + report.backwardMs)
+        #expect(b.parameters == 9_762_624)
+        #expect(b.workload == "asr" && b.worldSize == 1 && b.nodes == 1)
+        #expect(b.configuration.batchSize == 2 && b.configuration.frames == 40 && b.configuration.tokens == 3)
+        // alone: every batch full length, nothing to wait for, nothing communicated
+        #expect(b.configuration.minFrames == 40 && b.meanFrames == 40)
+        #expect(b.waitMs == 0 && b.syncMs == 0 && b.allreduceCalls == 0 && b.syncOverRaw == nil && b.parameterChecksums.count == 1)
+        #expect(b.stepMs > 0 && b.forwardMs > 0 && b.backwardMs > 0 && b.stepMs >= b.forwardMs + b.backwardMs)
+        #expect(abs(b.utterancesPerSecond * b.updateMs / 1e3 - 2) <= 1e-9 * 2)
         // the conv prenet's second convolution alone: 2 utterances × 9 × 19 outputs × 256 × 256·9 MACs, three times
         let conv2 = 3 * 2 * Double(2 * 9 * 19 * 256 * 256 * 9) / 1e9
-        #expect(report.gemmGflop > conv2 && report.gemmGflop < 3 * conv2, "\(report.gemmGflop) GFLOP, conv2 \(conv2)")
-        #expect(report.gemmMs > 0 && report.gemmMs < report.stepMs && report.firstLoss.isFinite)
+        #expect(b.gemmGflop > conv2 && b.gemmGflop < 3 * conv2, "\(b.gemmGflop) GFLOP, conv2 \(conv2)")
+        #expect(b.gemmMs > 0 && b.gemmMs < b.stepMs && b.firstLoss.isFinite)
+        for line in ["step:", "sgemm:", "compute", "wait"] { #expect(r.stdout.contains(line)) }
+    }
+
+    /// Two ranks, each its own batches of random lengths (16…48 frames, drawn per rank and step), accum_grad 2:
+    /// one allreduce of the whole gradient per update, and the replicas end bit-identical.
+    @Test func underMPIRunTheReplicasStayIdentical() throws {
+        let (r, report) = try run(np: 2, Self.tiny + ["--global_batch", "6", "--frames", "48", "--min_frames", "16",
+                                                      "--accum_grad", "2", "--steps", "6", "--warmup", "2"])
+        #expect(r.status == 0, "\(r.output)")
+        let b = try #require(report, "\(r.output)")
+        #expect(b.worldSize == 2 && b.batchPerRank == 3 && b.globalBatch == 6 && b.configuration.accumGrad == 2)
+        #expect(b.allreduceCalls == 3 && b.allreduceBytes == 3 * b.parameters * 4)
+        #expect(b.parameterChecksums.count == 2 && Set(b.parameterChecksums).count == 1, "\(b.parameterChecksums)")
+        #expect(b.perRankWaitMs.count == 2 && b.perRankWaitMs.allSatisfy { $0 >= 0 } && b.waitMs >= 0)
+        #expect(b.perRankComputeMs.count == 2 && b.computeSpreadMs > 0 && b.syncMs > 0 && b.rawAllreduceMs > 0)
+        // the ranks' batches differ: lengths between 16 and 48, not all the longest
+        #expect(b.perRankFrames.allSatisfy { $0 >= 16 && $0 <= 48 } && b.meanFrames < 48, "\(b.perRankFrames)")
+        #expect(abs(b.samplesPerSecond * b.updateMs / 1e3 - 12) <= 1e-9 * 12)
+        #expect(r.stdout.contains("replicas:  identical"))
+        // only rank 0 reports
+        #expect(r.stdout.components(separatedBy: "sgemm:").count == 2)
+    }
+
+    /// A fixed imbalance (--lengths by_rank: rank 0 of 2 gets 40 frames, rank 1 400) against equal lengths (400
+    /// on both): the shorter rank now waits for the longer one, about the difference of their compute.
+    @Test func theShorterRankWaitsForTheLonger() throws {
+        let common = Self.tiny + ["--batch_size", "4", "--frames", "400", "--steps", "5", "--warmup", "1"]
+        let (r1, equalReport) = try run(np: 2, common)
+        #expect(r1.status == 0, "\(r1.output)")
+        let (r2, skewedReport) = try run(np: 2, common + ["--min_frames", "40", "--lengths", "by_rank"])
+        #expect(r2.status == 0, "\(r2.output)")
+        let equal = try #require(equalReport), skewed = try #require(skewedReport)
+        #expect(equal.perRankFrames == [400, 400] && skewed.perRankFrames == [40, 400])
+        let short = skewed.perRankComputeMs[0], long = skewed.perRankComputeMs[1]
+        #expect(long > 2 * short, "compute \(skewed.perRankComputeMs)")
+        // rank 0's wait grows with the imbalance and is most of the compute it lacks; rank 1 waits less than rank 0
+        #expect(skewed.perRankWaitMs[0] > equal.perRankWaitMs[0] + 0.5 * (long - short),
+                "wait equal \(equal.perRankWaitMs), skewed \(skewed.perRankWaitMs); compute \(skewed.perRankComputeMs)")
+        #expect(skewed.perRankWaitMs[1] < skewed.perRankWaitMs[0])
+        #expect(Set(skewed.parameterChecksums).count == 1)
     }
 
     @Test(arguments: [
@@ -151,11 +215,30 @@ import Testing
         (["--frames", "5"], "--frames must be >= 7"),
         (["--tokens", "x"], "--tokens must be an integer, found 'x'"),
         (["--batch_size", "0"], "--batch_size must be >= 1"),
+        (["--min_frames", "301"], "--min_frames must be between 7 and --frames 300, found 301"),
+        (["--lengths", "sorted"], "--lengths must be random or by_rank, found 'sorted'"),
+        (["--heads", "3"], "--heads must be >= 1 and divide --d_model 256, found 3"),
+        (["--steps", "3", "--accum_grad", "2"], "--steps 3 is not a multiple of --accum_grad 2"),
+        (["--conv_dims", "8,x"], "--conv_dims must be comma-separated integers"),
     ])
     func badArgumentsAreOneLine(arguments: [String], message: String) throws {
-        let r = try run(arguments)
+        let (r, _) = try run(arguments)
         #expect(r.status == 1)
         let lines = r.stderr.split(separator: "\n")
         #expect(lines.count == 1 && lines[0].hasPrefix("speechain-mpi bench-asr: error: ") && lines[0].contains(message), "\(r.stderr)")
+    }
+
+    @Test func badArgumentsEndEveryRank() throws {
+        // 3 utterances do not divide over 2 ranks: every rank says so and exits, none waits in a collective
+        let (r, _) = try run(np: 2, ["--global_batch", "3"])
+        #expect(r.status != 0)
+        for rank in 0..<2 {
+            #expect(r.stderr.contains("speechain-mpi bench-asr: error: rank \(rank): --global_batch 3 utterances do not divide evenly over 2 ranks"), "\(r.stderr)")
+        }
+        // a bad value every rank reads the same way: one line per rank, the same
+        let (r2, _) = try run(np: 2, ["--lengths", "sorted"])
+        #expect(r2.status != 0)
+        let lines = r2.stderr.split(separator: "\n").filter { $0.contains("error:") }
+        #expect(lines.count == 2 && lines.allSatisfy { $0.contains("--lengths must be random or by_rank, found 'sorted'") }, "\(r2.stderr)")
     }
 }
