@@ -9,14 +9,24 @@ allreduce does for large messages):  T(p, n) = 2·ceil(log2 p)·alpha + 2·(p-1)
 alpha and beta are fitted by least squares of the relative error to every raw MPI_Allreduce a bench run measured (its allreduce_curve)
 with 2 <= p <= cores (oversubscribed runs time-slice ranks and are left out of the fit, but listed beside it).
 
-Projection (weak scaling, batch 64 per rank, nodes of C cores running C ranks each):
+Projection (weak scaling, the batch per rank of the one-rank weak run, e.g. 64, nodes of C cores running C ranks each):
   T_update(p) = T_local + T_node(C, n) + T_net(p/C, n)
   T_local = accum_grad · (compute per step) + optimizer, measured on one rank with a core to itself;
   T_node  = the on-node allreduce of the gradient among C ranks, as measured (best run);
   T_net   = 2·ceil(log2 N)·alpha_net + 2·(N-1)/N · n / (link rate · link efficiency) across N = p/C nodes;
-  E(p) = T_local / T_update(p); samples/s = p · 64 · accum_grad / T_update(p).
+  E(p) = T_local / T_update(p); samples/s = p · batch per rank · accum_grad / T_update(p).
 The network's alpha and efficiency are assumptions (options above), not measurements; nothing overlaps
 communication with compute here (speechain-mpi synchronises after the backward).
+
+The ASR workload (`speechain-mpi bench-asr`, bench.json `workload: asr`) has variable-length batches: every rank's
+batch is padded to a length L drawn per step uniformly between min_frames and frames, so the ranks reach the
+allreduce at different times and every update lasts as long as its slowest rank. The projection adds that wait:
+  T_update(p) = T_local · E[max over p ranks of S] / E[S] + optimizer + T_node + T_net,
+with S the sum of accum_grad lengths of one rank's update (its exact distribution, a convolution of uniforms) and
+compute taken proportional to the padded length (an assumption: attention's quadratic part is small at 300 frames).
+The mean wait of a rank is then T_compute · (E[max S] / E[S] − 1); the table beside the fit sets it against the
+waits the sweep measured (medians per rank, mean over ranks; with lengths: by_rank the lengths are fixed per rank,
+not drawn, and no model applies).
 """
 import glob, json, math, os, sys
 
@@ -34,6 +44,31 @@ def fit(points):
 
 def terms(p, n):
     return 2 * math.ceil(math.log2(p)), 2 * (p - 1) / p * n
+
+
+def length_sum_distribution(lo, hi, k):
+    """P(S = s) for S the sum of k independent lengths uniform on lo..hi (integers), as {s: p}."""
+    dist = {0: 1.0}
+    step = 1.0 / (hi - lo + 1)
+    for _ in range(k):
+        new = {}
+        for s, ps in dist.items():
+            for length in range(lo, hi + 1):
+                new[s + length] = new.get(s + length, 0.0) + ps * step
+        dist = new
+    return dist
+
+
+def max_over_mean(lo, hi, k, p):
+    """E[max of p independent S] / E[S] for S as above: how much longer the slowest of p ranks computes."""
+    dist = length_sum_distribution(lo, hi, k)
+    mean = sum(s * ps for s, ps in dist.items())
+    cdf, below, expected_max = 0.0, 0.0, 0.0
+    for s in sorted(dist):
+        cdf += dist[s]
+        expected_max += s * (min(cdf, 1.0) ** p - below ** p)
+        below = min(cdf, 1.0)
+    return expected_max / mean
 
 
 def bench_files(sweep):
@@ -76,11 +111,42 @@ def main():
 
     # T_local per accum_grad from the weak-scaling run of one rank (a rank with its core to itself: on a shared
     # machine the runs with p = cores also measure whoever else used the cores)
-    local = {}
+    local, compute, per_rank = {}, {}, 64
     for r in runs:
         c = r["configuration"]
         if c.get("global_batch") is None and r["world_size"] == 1:
             local[c["accum_grad"]] = (r["compute_ms"] + r["optimizer_ms"]) * 1e-3
+            compute[c["accum_grad"]] = r["compute_ms"] * 1e-3
+            per_rank = r["batch_per_rank"]
+    asr = runs[0].get("workload", "mlp") == "asr"
+    conf = runs[0]["configuration"]
+    varied = asr and conf.get("lengths", "random") == "random" and conf.get("min_frames", conf["frames"]) < conf["frames"]
+
+    def wait(accum, p):
+        """The model's mean wait of a rank for the slowest of p (ASR, lengths drawn per step), else 0."""
+        if not varied or p < 2:
+            return 0.0
+        return compute[accum] * (max_over_mean(conf["min_frames"], conf["frames"], accum, p) - 1)
+
+    if asr:
+        out.append("")
+        if varied:
+            out.append(f"The wait for the slowest rank, batches padded to a length uniform in {conf['min_frames']}..{conf['frames']} frames "
+                       "per rank and step: measured (per rank the median over updates, mean over ranks) and modelled "
+                       "(T_compute of the one-rank weak run × (E[max over p ranks] / E[mean] − 1)).\n")
+            out.append("| mode | accum_grad | ranks | compute ms | measured wait ms | model wait ms |")
+            out.append("|---|---|---|---|---|---|")
+            for r in sorted(runs, key=lambda r: (r["configuration"].get("global_batch") is not None, r["configuration"]["accum_grad"], r["world_size"])):
+                c, p = r["configuration"], r["world_size"]
+                if p < 2 or c["accum_grad"] not in compute:
+                    continue
+                # the model's compute is the one-rank weak run's, scaled to this run's utterances per rank
+                scale = r["batch_per_rank"] / per_rank
+                oversub = " (oversubscribed)" if p > cores * r["nodes"] else ""
+                out.append(f"| {'strong' if c.get('global_batch') else 'weak'} | {c['accum_grad']} | {p}{oversub} | {r['compute_ms']:.1f} | "
+                           f"{r['wait_ms']:.1f} | {wait(c['accum_grad'], p) * scale * 1e3:.1f} |")
+        else:
+            out.append("Every rank's batches have the same length here (min_frames = frames, or lengths: by_rank): the projection has no wait term.")
     n = runs[0]["parameters"] * 4
     # The on-node allreduce of the whole gradient is taken as measured (the best of the runs with p = cores, as
     # other load only adds to it): 42 MB does not fit in cache, so it runs slower than the fit of the small sizes.
@@ -90,18 +156,23 @@ def main():
     out.append(f"Projection, weak scaling, {cores} ranks per node (nodes like this one), gradient {n / 1e6:.2f} MB; "
                f"on-node allreduce {node * 1e3:.2f} ms (measured, best run); network latency {opts['--latency-25'] * 1e6:.0f} µs at 25 Gb/s and "
                f"{opts['--latency-100'] * 1e6:.0f} µs at 100 Gb/s, {opts['--link-efficiency']:.0%} of the link rate (assumed).\n")
-    out.append("| accum_grad | ranks | nodes | T_local ms | 25 Gb/s: ms/update | E | samples/s | 100 Gb/s: ms/update | E | samples/s |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    if varied:
+        out.append("| accum_grad | ranks | nodes | T_local ms | wait ms | 25 Gb/s: ms/update | E | samples/s | 100 Gb/s: ms/update | E | samples/s |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    else:
+        out.append("| accum_grad | ranks | nodes | T_local ms | 25 Gb/s: ms/update | E | samples/s | 100 Gb/s: ms/update | E | samples/s |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
     for accum in sorted(local):
         tl = local[accum]
         for p in [16, 32, 64, 128, 256, 512, 1024]:
             nodes = p // cores
-            row = [str(accum), str(p), str(nodes), f"{tl * 1e3:.1f}"]
+            w = wait(accum, p)
+            row = [str(accum), str(p), str(nodes), f"{tl * 1e3:.1f}"] + ([f"{w * 1e3:.1f}"] if varied else [])
             for rate, lat in [(25e9, opts["--latency-25"]), (100e9, opts["--latency-100"])]:
                 bw = rate / 8 * opts["--link-efficiency"]
                 net = 2 * math.ceil(math.log2(nodes)) * lat + 2 * (nodes - 1) / nodes * n / bw if nodes > 1 else 0
-                t = tl + node + net
-                row += [f"{t * 1e3:.1f}", f"{tl / t:.2f}", f"{p * 64 * accum / t:.0f}"]
+                t = tl + w + node + net
+                row += [f"{t * 1e3:.1f}", f"{tl / t:.2f}", f"{p * per_rank * accum / t:.0f}"]
             out.append("| " + " | ".join(row) + " |")
     text = "\n".join(out) + "\n"
     with open(os.path.join(sweep, "model.md"), "w") as f:

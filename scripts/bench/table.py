@@ -3,6 +3,11 @@
 
     python3 scripts/bench/table.py SWEEP_DIR        # reads SWEEP_DIR/runs/*/bench.json (or runs/*.json), writes SWEEP_DIR/scaling.{csv,md}
 
+The sweep's workload is the bench.json's `workload` (mlp when absent, as in sweeps before the field). For the ASR
+workload (`speechain-mpi bench-asr`, variable-length batches) samples are utterances and the table adds what the
+ranks' differing lengths cost: the compute spread (per update, the slowest rank's compute minus the fastest's;
+median over updates), the wait as a share of the update, and the mean padded frames per step over the ranks.
+
 A run is weak scaling when it set no global batch (batch per rank fixed), strong scaling otherwise. Efficiencies are
 against the 1-rank run of the same mode and accum_grad: E = S(p) / (p · S(1)) with S the samples/s (for strong
 scaling this is T(1) / (p · T(p))). E_core divides by min(p, cores) instead of p: on a machine smaller than the job,
@@ -19,6 +24,16 @@ COLUMNS = [
     ("gflops_per_rank", "GFLOP/s/rank"), ("peak_gflops_per_rank", "sgemm peak"), ("percent_of_peak", "% peak"),
     ("allreduce_calls", "allreduce calls"), ("allreduce_mb", "allreduce MB"),
 ]
+# the ASR workload's extra columns, after "wait"
+ASR_COLUMNS = [("compute_spread_ms", "compute spread"), ("wait_percent", "wait %"), ("mean_frames", "frames/step")]
+TITLES = {"mlp": "`speechain-mpi bench`", "asr": "`speechain-mpi bench-asr` (ARASR, variable-length batches)"}
+
+
+def columns(rows):
+    if all(r["workload"] == "mlp" for r in rows):
+        return COLUMNS
+    at = [k for k, _ in COLUMNS].index("wait_ms") + 1
+    return COLUMNS[:at] + ASR_COLUMNS + COLUMNS[at:]
 
 
 def bench_files(sweep):
@@ -45,6 +60,9 @@ def load(sweep):
             "gflops_per_rank": b["achieved_gflops_per_rank"], "peak_gflops_per_rank": b["sgemm_peak_gflops_per_rank"],
             "percent_of_peak": 100 * b["fraction_of_peak"], "allreduce_calls": b["allreduce_calls"],
             "allreduce_mb": b["allreduce_bytes"] / 1e6, "date": b["date"], "host": b["host"], "cpu": b["cpu"],
+            "workload": b.get("workload", "mlp"), "compute_spread_ms": b.get("compute_spread_ms"),
+            "wait_percent": 100 * b["wait_ms"] / b["update_ms"] if b.get("update_ms") else None,
+            "mean_frames": b.get("mean_frames"),
         })
     base = {(r["mode"], r["accum_grad"]): r["samples_per_s"] for r in rows if r["ranks"] == 1}
     for r in rows:
@@ -70,19 +88,25 @@ def main():
     rows = load(sweep)
     if not rows:
         sys.exit(f"table.py: no runs/*/bench.json or runs/*.json under {sweep}")
+    if len({r["workload"] for r in rows}) > 1:
+        sys.exit(f"table.py: {sweep} mixes workloads ({', '.join(sorted({r['workload'] for r in rows}))}); one sweep, one workload")
+    cols = columns(rows)
     with open(os.path.join(sweep, "scaling.csv"), "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow([k for k, _ in COLUMNS])
+        w.writerow([k for k, _ in cols])
         for r in rows:
-            w.writerow([r[k] if r[k] is not None else "" for k, _ in COLUMNS])
+            w.writerow([r[k] if r[k] is not None else "" for k, _ in cols])
     with open(os.path.join(sweep, "scaling.md"), "w") as f:
         first = rows[0]
-        f.write(f"Scaling of `speechain-mpi bench` on {first['host']} ({first['cpu']}, {first['cores'] // max(first['nodes'], 1)} cores per node), {first['date'][:10]}. "
-                "Times per update in ms (medians; mean over ranks), E = S(p)/(p·S(1)), E_core = S(p)/(min(p, cores)·S(1)).\n\n")
-        f.write("| " + " | ".join(h for _, h in COLUMNS) + " |\n")
-        f.write("|" + "---|" * len(COLUMNS) + "\n")
+        f.write(f"Scaling of {TITLES.get(first['workload'], first['workload'])} on {first['host']} ({first['cpu']}, {first['cores'] // max(first['nodes'], 1)} cores per node), {first['date'][:10]}. "
+                "Times per update in ms (medians; mean over ranks), E = S(p)/(p·S(1)), E_core = S(p)/(min(p, cores)·S(1))."
+                + (" Samples are utterances; wait is the time a rank waits for the slowest one before the allreduce; compute spread "
+                   "is per update the slowest rank's compute minus the fastest's (median over updates); frames/step is the mean "
+                   "padded length of a batch." if first["workload"] == "asr" else "") + "\n\n")
+        f.write("| " + " | ".join(h for _, h in cols) + " |\n")
+        f.write("|" + "---|" * len(cols) + "\n")
         for r in rows:
-            f.write("| " + " | ".join(fmt(r[k]) for k, _ in COLUMNS) + " |\n")
+            f.write("| " + " | ".join(fmt(r[k]) for k, _ in cols) + " |\n")
     print(f"table.py: {len(rows)} runs -> {sweep}/scaling.csv, {sweep}/scaling.md")
 
 
