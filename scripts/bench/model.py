@@ -59,16 +59,22 @@ def length_sum_distribution(lo, hi, k):
     return dist
 
 
-def max_over_mean(lo, hi, k, p):
-    """E[max of p independent S] / E[S] for S as above: how much longer the slowest of p ranks computes."""
+def extremes_over_mean(lo, hi, k, p):
+    """(E[max of p independent S], E[min of p independent S]) / E[S] for S as above: how much longer the slowest
+    of p ranks computes, and how much shorter the fastest."""
     dist = length_sum_distribution(lo, hi, k)
     mean = sum(s * ps for s, ps in dist.items())
-    cdf, below, expected_max = 0.0, 0.0, 0.0
+    cdf, below, expected_max, expected_min = 0.0, 0.0, 0.0, 0.0
     for s in sorted(dist):
-        cdf += dist[s]
-        expected_max += s * (min(cdf, 1.0) ** p - below ** p)
-        below = min(cdf, 1.0)
-    return expected_max / mean
+        cdf = min(cdf + dist[s], 1.0)
+        expected_max += s * (cdf ** p - below ** p)
+        expected_min += s * ((1 - below) ** p - (1 - cdf) ** p)
+        below = cdf
+    return expected_max / mean, expected_min / mean
+
+
+def max_over_mean(lo, hi, k, p):
+    return extremes_over_mean(lo, hi, k, p)[0]
 
 
 def bench_files(sweep):
@@ -128,14 +134,22 @@ def main():
             return 0.0
         return compute[accum] * (max_over_mean(conf["min_frames"], conf["frames"], accum, p) - 1)
 
+    def spread(accum, p):
+        """The model's mean compute spread: the slowest of p ranks minus the fastest."""
+        hi, lo = extremes_over_mean(conf["min_frames"], conf["frames"], accum, p)
+        return compute[accum] * (hi - lo)
+
     if asr:
         out.append("")
         if varied:
             out.append(f"The wait for the slowest rank, batches padded to a length uniform in {conf['min_frames']}..{conf['frames']} frames "
-                       "per rank and step: measured (per rank the median over updates, mean over ranks) and modelled "
-                       "(T_compute of the one-rank weak run × (E[max over p ranks] / E[mean] − 1)).\n")
-            out.append("| mode | accum_grad | ranks | compute ms | measured wait ms | model wait ms |")
-            out.append("|---|---|---|---|---|---|")
+                       "per rank and step: measured and modelled with T_compute of the one-rank weak run (scaled to the run's "
+                       "utterances per rank). Wait: per rank the median over updates, mean over ranks, against the model's mean "
+                       "T_compute × (E[max over p ranks] / E[mean] − 1) — a rank that is the slowest half the time has a median "
+                       "wait below its mean, so the medians come out lower; compute spread: per update the slowest rank's compute "
+                       "minus the fastest's, median over updates, against T_compute × (E[max] − E[min]) / E[mean].\n")
+            out.append("| mode | accum_grad | ranks | compute ms | measured wait ms | model wait ms | measured spread ms | model spread ms |")
+            out.append("|---|---|---|---|---|---|---|---|")
             for r in sorted(runs, key=lambda r: (r["configuration"].get("global_batch") is not None, r["configuration"]["accum_grad"], r["world_size"])):
                 c, p = r["configuration"], r["world_size"]
                 if p < 2 or c["accum_grad"] not in compute:
@@ -144,7 +158,8 @@ def main():
                 scale = r["batch_per_rank"] / per_rank
                 oversub = " (oversubscribed)" if p > cores * r["nodes"] else ""
                 out.append(f"| {'strong' if c.get('global_batch') else 'weak'} | {c['accum_grad']} | {p}{oversub} | {r['compute_ms']:.1f} | "
-                           f"{r['wait_ms']:.1f} | {wait(c['accum_grad'], p) * scale * 1e3:.1f} |")
+                           f"{r['wait_ms']:.1f} | {wait(c['accum_grad'], p) * scale * 1e3:.1f} | "
+                           f"{r.get('compute_spread_ms', 0):.1f} | {spread(c['accum_grad'], p) * scale * 1e3:.1f} |")
         else:
             out.append("Every rank's batches have the same length here (min_frames = frames, or lengths: by_rank): the projection has no wait term.")
     n = runs[0]["parameters"] * 4

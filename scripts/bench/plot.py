@@ -37,21 +37,21 @@ def main():
     fig.tight_layout(); fig.savefig(os.path.join(sweep, "throughput.png"), dpi=110)
 
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.0), sharey=True)
-    for ax, column, title in [(axes[0], "efficiency", "E = S(p) / (p·S(1))"), (axes[1], "efficiency_per_core", "E_core = S(p) / (min(p, cores)·S(1))")]:
+    for ax, column, heading in [(axes[0], "efficiency", "E = S(p) / (p·S(1))"), (axes[1], "efficiency_per_core", "E_core = S(p) / (min(p, cores)·S(1))")]:
         for key, rs in sorted(series.items()):
             x = [int(r["ranks"]) for r in rs]
             ax.plot(x, [float(r[column]) for r in rs], styles.get(key, "o-"), label=f"{key[0]}, accum_grad {key[1]}")
         ax.axvline(cores, color="grey", lw=0.8, ls=":")
         ax.axhline(0.9, color="red", lw=0.6, ls=":")
         ax.set_xscale("log", base=2); ax.set_xticks([int(r["ranks"]) for r in rows]); ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.set_xlabel("ranks"); ax.set_title(title, fontsize=10); ax.grid(alpha=0.3)
+        ax.set_xlabel("ranks"); ax.set_title(heading, fontsize=10); ax.grid(alpha=0.3)
     axes[0].set_ylabel("parallel efficiency"); axes[0].set_ylim(0, 1.15); axes[1].legend(fontsize=8)
     fig.tight_layout(); fig.savefig(os.path.join(sweep, "efficiency.png"), dpi=110)
 
     # the update split: one bar per run, grouped by (mode, accum_grad)
     parts = [("compute_ms", "compute", "tab:blue"), ("wait_ms", "wait for the slowest rank", "tab:red"),
              ("sync_ms", "sync (allreduce)", "tab:green"), ("optimizer_ms", "optimizer", "tab:orange")]
-    keys = sorted(series)
+    keys = sorted(series, key=lambda k: (k[0] != "weak", k[1]))
     fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys) + 1.5, 4.0), sharey=False, squeeze=False)
     for ax, key in zip(axes[0], keys):
         rs = series[key]
