@@ -82,6 +82,17 @@ public final class Conv2d {
         amp?.round(y, count: batch * outChannels * n)
     }
 
+    /// Σ x over one output plane, in 16 float partial sums (a plain reduction loop stays scalar: float addition does
+    /// not reassociate).
+    @inline(__always) static func sum(_ x: UnsafePointer<Float>, count: Int) -> Float {
+        var acc = SIMD16<Float>(repeating: 0)
+        var t = 0
+        while t + 16 <= count { acc += UnsafeRawPointer(x + t).loadUnaligned(as: SIMD16<Float>.self); t += 16 }
+        var s = acc.sum()
+        while t < count { s += x[t]; t += 1 }
+        return s
+    }
+
     /// p(W) and p(b) in this layer's own buffers.
     private func castParameters(_ p: ReducedPrecision) -> (UnsafePointer<Float>, UnsafePointer<Float>) {
         let w = store.values.pointer
@@ -119,7 +130,7 @@ public final class Conv2d {
                 precision?.round(cols.pointer, count: patch * n)
                 BLAS.sgemm(transposeA: false, transposeB: true, m: outChannels, n: patch, k: n,
                            a: dyb, lda: n, b: cols.pointer, ldb: n, beta: 1, c: weightGradient, ldc: patch)
-                if hasBias { for o in 0..<outChannels { var s: Float = 0; let r = dyb + o * n; for t in 0..<n { s += r[t] }; biasGradient[o] += s } }
+                if hasBias { for o in 0..<outChannels { biasGradient[o] += Self.sum(dyb + o * n, count: n) } }
             }
             if let dx {
                 BLAS.sgemm(transposeA: true, transposeB: false, m: patch, n: n, k: outChannels,
