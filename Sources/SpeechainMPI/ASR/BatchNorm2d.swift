@@ -90,9 +90,7 @@ public final class BatchNorm2d {
             for i in sums.indices { sums[i] = 0 }
             for b in 0..<batch {
                 for c in 0..<channels {
-                    let p = x + (b * channels + c) * plane
-                    var s = 0.0, q = 0.0
-                    for t in 0..<plane { let v = Double(p[t]); s += v; q += v * v }
+                    let (s, q) = Self.moments(x + (b * channels + c) * plane, count: plane)
                     sums[c] += s; sums[channels + c] += q
                 }
             }
@@ -122,6 +120,34 @@ public final class BatchNorm2d {
         }
     }
 
+    /// (Σ x, Σ x²) in double over one channel plane, 8 partial sums (a plain loop stays scalar and latency-bound).
+    @inline(__always) static func moments(_ x: UnsafePointer<Float>, count: Int) -> (Double, Double) {
+        var s = SIMD8<Double>(repeating: 0), q = SIMD8<Double>(repeating: 0)
+        var t = 0
+        while t + 8 <= count {
+            let v = SIMD8<Double>(UnsafeRawPointer(x + t).loadUnaligned(as: SIMD8<Float>.self))
+            s += v; q += v * v; t += 8
+        }
+        var ss = s.sum(), qq = q.sum()
+        while t < count { let v = Double(x[t]); ss += v; qq += v * v; t += 1 }
+        return (ss, qq)
+    }
+
+    /// (Σ dy, Σ dy·x̂) in double over one channel plane, x̂ = (x − mean)·rstd in float, 8 partial sums.
+    @inline(__always) static func gradientSums(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, count: Int,
+                                               mean: Float, rstd: Float) -> (Double, Double) {
+        var s = SIMD8<Double>(repeating: 0), sx = SIMD8<Double>(repeating: 0)
+        var t = 0
+        while t + 8 <= count {
+            let d = SIMD8<Double>(UnsafeRawPointer(dy + t).loadUnaligned(as: SIMD8<Float>.self))
+            let xh = (UnsafeRawPointer(x + t).loadUnaligned(as: SIMD8<Float>.self) - mean) * rstd
+            s += d; sx += d * SIMD8<Double>(xh); t += 8
+        }
+        var ss = s.sum(), sxx = sx.sum()
+        while t < count { let d = Double(dy[t]); ss += d; sxx += d * Double((x[t] - mean) * rstd); t += 1 }
+        return (ss, sxx)
+    }
+
     public func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
                          batch: Int, plane: Int, accumulate: Bool) throws {
         let w = store.values.pointer + weightOffset
@@ -131,9 +157,7 @@ public final class BatchNorm2d {
         for b in 0..<batch {
             for c in 0..<channels {
                 let o = (b * channels + c) * plane
-                let mu = mean[c], r = rstd[c]
-                var s = 0.0, sx = 0.0
-                for t in 0..<plane { let d = Double(dy[o + t]); s += d; sx += d * Double((x[o + t] - mu) * r) }
+                let (s, sx) = Self.gradientSums(dy + o, x + o, count: plane, mean: mean[c], rstd: rstd[c])
                 sums[c] += s; sums[channels + c] += sx
             }
         }
