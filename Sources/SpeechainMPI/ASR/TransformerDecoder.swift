@@ -115,32 +115,19 @@ public final class TransformerDecoder {
         finalNorm.backward(x: m(UnsafeMutablePointer(mutating: last)), y: m(output.pointer), dy: m(UnsafeMutablePointer(mutating: dOutput)),
                            dx: m(dy), accumulate: accumulate)
         for l in layers.reversed() {
-            branchBackward(l.ffnDropout, x: m(l.ffn.output.pointer), y: m(l.dropped3.pointer), dy: dy, into: dB.pointer, count: n * d)
+            l.ffnDropout.residualBranchBackward(precision, x: m(l.ffn.output.pointer), y: m(l.dropped3.pointer), dy: dy, into: dB.pointer, count: n * d)
             l.ffn.backward(dB.pointer, dx: dC.pointer, accumulate: accumulate)
             l.ffnNorm.backward(x: m(l.c.pointer), y: m(l.normed3.pointer), dy: m(dC.pointer), dx: m(dB.pointer), accumulate: accumulate)
             Kernels.add(dB.pointer, into: dy, count: n * d)       // dc
-            branchBackward(l.crossDropout, x: m(l.crossAttention.output.pointer), y: m(l.dropped2.pointer), dy: dy, into: dB.pointer, count: n * d)
+            l.crossDropout.residualBranchBackward(precision, x: m(l.crossAttention.output.pointer), y: m(l.dropped2.pointer), dy: dy, into: dB.pointer, count: n * d)
             l.crossAttention.backward(dOutput: dB.pointer, dQuery: dC.pointer, dKeyValue: dSource, accumulate: accumulate)
             l.crossNorm.backward(x: m(l.a.pointer), y: m(l.normed2.pointer), dy: m(dC.pointer), dx: m(dB.pointer), accumulate: accumulate)
             Kernels.add(dB.pointer, into: dy, count: n * d)       // da
-            branchBackward(l.selfDropout, x: m(l.selfAttention.output.pointer), y: m(l.dropped1.pointer), dy: dy, into: dB.pointer, count: n * d)
+            l.selfDropout.residualBranchBackward(precision, x: m(l.selfAttention.output.pointer), y: m(l.dropped1.pointer), dy: dy, into: dB.pointer, count: n * d)
             l.selfAttention.backward(dOutput: dB.pointer, dQuery: dC.pointer, dKeyValue: dC.pointer, accumulate: accumulate)
             l.selfNorm.backward(x: m(UnsafeMutablePointer(mutating: l.input!)), y: m(l.normed1.pointer), dy: m(dC.pointer), dx: m(dB.pointer), accumulate: accumulate)
             Kernels.add(dB.pointer, into: dy, count: n * d)       // this layer's dx
         }
         posenc.backward(dy, dx: dx)
-    }
-
-    /// The gradient of a residual branch dropout(B) (B p-valued under autocast): p(g) into the dropout's output, then
-    /// its backward, rounded again (an op on a p tensor); float32 without autocast.
-    private func branchBackward(_ dropout: Dropout, x: Matrix, y: Matrix, dy: UnsafeMutablePointer<Float>,
-                                into out: UnsafeMutablePointer<Float>, count: Int) {
-        guard let p = precision else {
-            dropout.backward(x: x, y: y, dy: Matrix(dy, rows: x.rows, cols: x.cols), dx: Matrix(out, rows: x.rows, cols: x.cols), accumulate: false)
-            return
-        }
-        p.round(dy, into: out, count: count)
-        dropout.backward(x: x, y: y, dy: Matrix(out, rows: x.rows, cols: x.cols), dx: Matrix(out, rows: x.rows, cols: x.cols), accumulate: false)
-        p.round(out, count: count)
     }
 }

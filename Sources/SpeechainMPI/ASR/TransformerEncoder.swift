@@ -109,29 +109,33 @@ public final class TransformerEncoder {
                            dx: m(dy), accumulate: accumulate)
         for l in layers.reversed() {
             // y = h + drop(FFN(LN(h))): dh = dy + LN′(FFN′(drop′(dy)))
-            branchBackward(l.ffnDropout, x: m(l.ffn.output.pointer), y: m(l.ffnDropped.pointer), dy: dy, into: dB.pointer, count: n * d)
+            l.ffnDropout.residualBranchBackward(precision, x: m(l.ffn.output.pointer), y: m(l.ffnDropped.pointer), dy: dy, into: dB.pointer, count: n * d)
             l.ffn.backward(dB.pointer, dx: dC.pointer, accumulate: accumulate)
             l.ffnNorm.backward(x: m(l.h.pointer), y: m(l.normed2.pointer), dy: m(dC.pointer), dx: m(dB.pointer), accumulate: accumulate)
             Kernels.add(dB.pointer, into: dy, count: n * d)       // dy is now dh
             // h = x + drop(MHA(LN(x))): dx = dh + LN′(MHA′(drop′(dh)))
-            branchBackward(l.attDropout, x: m(l.attention.output.pointer), y: m(l.attDropped.pointer), dy: dy, into: dB.pointer, count: n * d)
+            l.attDropout.residualBranchBackward(precision, x: m(l.attention.output.pointer), y: m(l.attDropped.pointer), dy: dy, into: dB.pointer, count: n * d)
             l.attention.backward(dOutput: dB.pointer, dQuery: dC.pointer, dKeyValue: dC.pointer, accumulate: accumulate)
             l.attNorm.backward(x: m(UnsafeMutablePointer(mutating: l.input!)), y: m(l.normed.pointer), dy: m(dC.pointer), dx: m(dB.pointer), accumulate: accumulate)
             Kernels.add(dB.pointer, into: dy, count: n * d)       // dy is now this layer's dx
         }
         posenc.backward(dy, dx: dx)
     }
+}
 
-    /// The gradient of a residual branch dropout(B) (B p-valued under autocast): p(g) into the dropout's output, then
-    /// its backward, rounded again (an op on a p tensor); float32 without autocast.
-    private func branchBackward(_ dropout: Dropout, x: Matrix, y: Matrix, dy: UnsafeMutablePointer<Float>,
+extension Dropout {
+    /// The gradient of a Transformer layer's residual branch dropout(B), given the residual stream's gradient `dy`:
+    /// under autocast (`precision` p, B p-valued) p(dy) into the dropout's output, then its backward rounded again (an
+    /// op on a p tensor); float32 without autocast (docs/amp-arasr.md).
+    func residualBranchBackward(_ precision: ReducedPrecision?, x: Matrix, y: Matrix, dy: UnsafeMutablePointer<Float>,
                                 into out: UnsafeMutablePointer<Float>, count: Int) {
+        let shape = { (p: UnsafeMutablePointer<Float>) in Matrix(p, rows: x.rows, cols: x.cols) }
         guard let p = precision else {
-            dropout.backward(x: x, y: y, dy: Matrix(dy, rows: x.rows, cols: x.cols), dx: Matrix(out, rows: x.rows, cols: x.cols), accumulate: false)
+            backward(x: x, y: y, dy: shape(dy), dx: shape(out), accumulate: false)
             return
         }
         p.round(dy, into: out, count: count)
-        dropout.backward(x: x, y: y, dy: Matrix(out, rows: x.rows, cols: x.cols), dx: Matrix(out, rows: x.rows, cols: x.cols), accumulate: false)
+        backward(x: x, y: y, dy: shape(out), dx: shape(out), accumulate: false)
         p.round(out, count: count)
     }
 }
