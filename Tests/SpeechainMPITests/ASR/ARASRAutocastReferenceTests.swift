@@ -86,6 +86,37 @@ import Testing
         }
     }
 
+    /// The encoder's positional encoding with emb_scale (no reference case has it): x·√d is an op on the p-valued
+    /// prenet output, so it is rounded before the float32 table is added; its gradient p(p(g)·√d). Checked against
+    /// the formula with values where each rounding shows, and against float32 (no rounding anywhere).
+    @Test(arguments: [ReducedPrecision?.none, .float16, .bfloat16])
+    func scaledPositionalEncodingRoundsTheScaledInput(amp: ReducedPrecision?) {
+        let d = 6, frames = 2
+        let pe = PositionalEncoding(dModel: d, embScale: true, dropout: 0)
+        let x: [Float] = (0..<(frames * d)).map { amp?.round(1 + Float($0) * 0x1p-7) ?? (1 + Float($0) * 0x1p-7) }
+        let context = ForwardContext(training: true, amp: amp)
+        x.withUnsafeBufferPointer { pe.forward($0.baseAddress!, batch: 1, frames: frames, context: context, inputPrecision: amp) }
+        let s = Float(d).squareRoot()
+        let table = PositionalEncoding(dModel: d, embScale: false, dropout: 0)
+        let zeros = [Float](repeating: 0, count: frames * d)
+        zeros.withUnsafeBufferPointer { table.forward($0.baseAddress!, batch: 1, frames: frames, context: ForwardContext(training: true)) }
+        for i in 0..<(frames * d) {
+            let scaled = amp?.round(x[i] * s) ?? x[i] * s
+            #expect(pe.output[i] == scaled + table.output[i], "y[\(i)] = \(pe.output[i]), want \(scaled + table.output[i])")
+        }
+        var g: [Float] = (0..<(frames * d)).map { 0.3 + Float($0) * 0x1p-10 }
+        var dx = [Float](repeating: 0, count: frames * d)
+        g.withUnsafeMutableBufferPointer { gp in dx.withUnsafeMutableBufferPointer { pe.backward(gp.baseAddress!, dx: $0.baseAddress!) } }
+        for i in 0..<(frames * d) {
+            let want = amp.map { $0.round($0.round(g[i]) * s) } ?? g[i] * s
+            #expect(dx[i] == want, "dx[\(i)] = \(dx[i]), want \(want)")
+        }
+        if let amp {   // the values are such that both roundings change something (else the test could not fail)
+            #expect((0..<(frames * d)).contains { x[$0] * s != amp.round(x[$0] * s) })
+            #expect((0..<(frames * d)).contains { g[$0] * s != dx[$0] })
+        }
+    }
+
     @Test func batchNormGELUInFloat16WithALossScale() throws {
         try check("bn_gelu_float16", base: "bn_gelu", bounds: Bounds(loss: 5e-5, gradient: 1e-2))
     }
