@@ -4,6 +4,21 @@ import Testing
 
 /// `speechain-mpi bench`, run as a user would (alone and under mpirun), on a small MLP: the counts it reports
 /// against the closed forms of the workload, and its errors.
+/// The built executable with `arguments`, alone (`np` nil) or under `mpirun -np np` (oversubscribed, unbound), one
+/// BLAS thread per rank; expects it to finish within `timeout` seconds.
+func launchBench(np: Int?, _ arguments: [String], timeout: Double) throws -> ClusterSupport.Result {
+    let env = ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OPENBLAS_NUM_THREADS": "1"]
+    let r: ClusterSupport.Result
+    if let np {
+        r = try ClusterSupport.run(MPIRun.mpirun.path, ["-np", "\(np)", "--oversubscribe", "--bind-to", "none", Executable.url.path] + arguments,
+                                   environment: env, timeout: timeout)
+    } else {
+        r = try ClusterSupport.run(Executable.url.path, arguments, environment: env, timeout: timeout)
+    }
+    #expect(!r.timedOut)
+    return r
+}
+
 @Suite(.serialized) struct BenchCommandTests {
     static let dims = [24, 48, 40, 6]
     /// P = Σ in·out + out
@@ -16,15 +31,7 @@ import Testing
         let dir = try TestResources.scratchDirectory("bench")
         let all = ["bench", "--dims", Self.dims.map(String.init).joined(separator: ","), "--gemm_size", "64",
                    "--result_path", dir.path] + args
-        let env = ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OPENBLAS_NUM_THREADS": "1"]
-        let r: ClusterSupport.Result
-        if let np {
-            r = try ClusterSupport.run(MPIRun.mpirun.path, ["-np", "\(np)", "--oversubscribe", "--bind-to", "none", Executable.url.path] + all,
-                                       environment: env, timeout: 120)
-        } else {
-            r = try ClusterSupport.run(Executable.url.path, all, environment: env, timeout: 120)
-        }
-        #expect(!r.timedOut)
+        let r = try launchBench(np: np, all, timeout: 120)
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         let report = (try? Data(contentsOf: dir.appendingPathComponent("bench.json"))).flatMap {
@@ -135,15 +142,7 @@ import Testing
         let dir = try TestResources.scratchDirectory("bench-asr")
         defer { try? FileManager.default.removeItem(at: dir) }
         let all = ["bench-asr", "--result_path", dir.path] + args
-        let env = ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OPENBLAS_NUM_THREADS": "1"]
-        let r: ClusterSupport.Result
-        if let np {
-            r = try ClusterSupport.run(MPIRun.mpirun.path, ["-np", "\(np)", "--oversubscribe", "--bind-to", "none", Executable.url.path] + all,
-                                       environment: env, timeout: 300)
-        } else {
-            r = try ClusterSupport.run(Executable.url.path, all, environment: env, timeout: 300)
-        }
-        #expect(!r.timedOut)
+        let r = try launchBench(np: np, all, timeout: 300)
         let decoder = JSONDecoder(); decoder.keyDecodingStrategy = .convertFromSnakeCase
         let report = (try? Data(contentsOf: dir.appendingPathComponent("bench.json"))).flatMap {
             try? decoder.decode(ASRBenchmark.Report.self, from: $0)
