@@ -78,26 +78,33 @@ static inline double ck_combine16(double *s) {
 #define CK_RETURN(name, ...) { (void)path; return name##_baseline(__VA_ARGS__); }
 #endif
 
-void ck_adam_update(ck_path path, float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
+void ck_adam_update(ck_path path, float *restrict p, float *restrict g, float *restrict m, float *restrict v,
                     float *restrict vmax, size_t n, float sign, float weight_decay, int decoupled, float decay,
-                    float w1, float beta2, float w2, float bias2_sqrt, float eps, float step_size) {
-    CK_CALL(adam, p, g, m, v, vmax, n, sign, weight_decay, decoupled, decay, w1, beta2, w2, bias2_sqrt, eps, step_size)
+                    float w1, float beta2, float w2, float bias2_sqrt, float eps, float step_size, int zero_grad) {
+    CK_CALL(adam, p, g, m, v, vmax, n, sign, weight_decay, decoupled, decay, w1, beta2, w2, bias2_sqrt, eps, step_size,
+            zero_grad)
 }
 
-void ck_sgd_update(ck_path path, float *restrict p, const float *restrict g, float *restrict buf, size_t n, float sign,
-                   float weight_decay, float momentum, float keep, int first, int nesterov, float neg_lr) {
-    CK_CALL(sgd, p, g, buf, n, sign, weight_decay, momentum, keep, first, nesterov, neg_lr)
+void ck_adam_traffic(ck_path path, float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
+                     size_t n) {
+    CK_CALL(adam_traffic, p, g, m, v, n)
 }
 
-void ck_adagrad_update(ck_path path, float *restrict p, const float *restrict g, float *restrict sum, size_t n,
-                       float sign, float weight_decay, float neg_clr, float eps) {
-    CK_CALL(adagrad, p, g, sum, n, sign, weight_decay, neg_clr, eps)
+void ck_sgd_update(ck_path path, float *restrict p, float *restrict g, float *restrict buf, size_t n, float sign,
+                   float weight_decay, float momentum, float keep, int first, int nesterov, float neg_lr, int zero_grad) {
+    CK_CALL(sgd, p, g, buf, n, sign, weight_decay, momentum, keep, first, nesterov, neg_lr, zero_grad)
 }
 
-void ck_rmsprop_update(ck_path path, float *restrict p, const float *restrict g, float *restrict square_avg,
+void ck_adagrad_update(ck_path path, float *restrict p, float *restrict g, float *restrict sum, size_t n,
+                       float sign, float weight_decay, float neg_clr, float eps, int zero_grad) {
+    CK_CALL(adagrad, p, g, sum, n, sign, weight_decay, neg_clr, eps, zero_grad)
+}
+
+void ck_rmsprop_update(ck_path path, float *restrict p, float *restrict g, float *restrict square_avg,
                        float *restrict buf, float *restrict grad_avg, size_t n, float sign, float weight_decay,
-                       float alpha, float one_minus_alpha, float eps, float momentum, float lr) {
-    CK_CALL(rmsprop, p, g, square_avg, buf, grad_avg, n, sign, weight_decay, alpha, one_minus_alpha, eps, momentum, lr)
+                       float alpha, float one_minus_alpha, float eps, float momentum, float lr, int zero_grad) {
+    CK_CALL(rmsprop, p, g, square_avg, buf, grad_avg, n, sign, weight_decay, alpha, one_minus_alpha, eps, momentum, lr,
+            zero_grad)
 }
 
 double ck_sum_squares(ck_path path, const float *x, size_t n) { CK_RETURN(sum_squares, x, n) }

@@ -169,7 +169,11 @@ K VL F(lanes_below)(size_t offset, size_t rest) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Optimizers (one register of elements per block; the tail runs the same block on a zero-padded copy)
+// Optimizers (one register of elements per block; the tail runs the same block on a zero-padded copy). With
+// `zero_grad` each block of g is set to 0 right after it was read, while its line is in cache: the separate pass
+// that zeroes the gradients after a step (a memset of the whole buffer) is not needed.
+
+K void F(zero_grad)(float *g) { F(stf)(g, (VF)0.0f); }
 
 K void F(adam_block)(float *p, const float *g, float *m, float *v, float *vmax, float sign, float wd, int decoupled,
                      float decay, float w1, float beta2, float w2, float bias2_sqrt, float eps, float step_size) {
@@ -192,13 +196,15 @@ K void F(adam_block)(float *p, const float *g, float *m, float *v, float *vmax, 
     F(stf)(p, pv); F(stf)(m, mv); F(stf)(v, vv);
 }
 
-static CK_TARGET void F(adam)(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
+static CK_TARGET void F(adam)(float *restrict p, float *restrict g, float *restrict m, float *restrict v,
                               float *restrict vmax, size_t n, float sign, float wd, int decoupled, float decay,
-                              float w1, float beta2, float w2, float bias2_sqrt, float eps, float step_size) {
+                              float w1, float beta2, float w2, float bias2_sqrt, float eps, float step_size,
+                              int zero_grad) {
     size_t i = 0;
     for (; i + CK_W <= n; i += CK_W) {
         F(adam_block)(p + i, g + i, m + i, v + i, vmax ? vmax + i : 0, sign, wd, decoupled, decay, w1, beta2, w2,
                       bias2_sqrt, eps, step_size);
+        if (zero_grad) F(zero_grad)(g + i);
     }
     const size_t rest = n - i;
     if (rest == 0) return;
@@ -212,6 +218,22 @@ static CK_TARGET void F(adam)(float *restrict p, const float *restrict g, float 
     for (size_t j = 0; j < rest; j++) {
         p[i + j] = tp[j]; m[i + j] = tm[j]; v[i + j] = tv[j];
         if (vmax) vmax[i + j] = tx[j];
+        if (zero_grad) g[i + j] = 0.0f;
+    }
+}
+
+/// Adam's memory traffic without its arithmetic (an add and a multiply per stream), for the benchmark's floor:
+/// reads p, g, m, v and writes p, m, v.
+static CK_TARGET void F(adam_traffic)(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
+                                      size_t n) {
+    size_t i = 0;
+    for (; i + CK_W <= n; i += CK_W) {
+        const VF gv = F(ldf)(g + i), mv = F(ldf)(m + i) * 0.5f + gv, vv = F(ldf)(v + i) * 0.5f + gv;
+        F(stf)(m + i, mv); F(stf)(v + i, vv); F(stf)(p + i, F(ldf)(p + i) + mv * vv);
+    }
+    for (; i < n; i++) {
+        const float mi = m[i] * 0.5f + g[i], vi = v[i] * 0.5f + g[i];
+        m[i] = mi; v[i] = vi; p[i] = p[i] + mi * vi;
     }
 }
 
@@ -227,16 +249,19 @@ K void F(sgd_block)(float *p, const float *g, float *buf, float sign, float wd, 
     F(stf)(p, pv + neg_lr * gv);
 }
 
-static CK_TARGET void F(sgd)(float *restrict p, const float *restrict g, float *restrict buf, size_t n, float sign,
-                             float wd, float mu, float keep, int first, int nesterov, float neg_lr) {
+static CK_TARGET void F(sgd)(float *restrict p, float *restrict g, float *restrict buf, size_t n, float sign,
+                             float wd, float mu, float keep, int first, int nesterov, float neg_lr, int zero_grad) {
     size_t i = 0;
-    for (; i + CK_W <= n; i += CK_W) F(sgd_block)(p + i, g + i, buf ? buf + i : 0, sign, wd, mu, keep, first, nesterov, neg_lr);
+    for (; i + CK_W <= n; i += CK_W) {
+        F(sgd_block)(p + i, g + i, buf ? buf + i : 0, sign, wd, mu, keep, first, nesterov, neg_lr);
+        if (zero_grad) F(zero_grad)(g + i);
+    }
     const size_t rest = n - i;
     if (rest == 0) return;
     float tp[CK_W] = {0}, tg[CK_W] = {0}, tb[CK_W] = {0};
     for (size_t j = 0; j < rest; j++) { tp[j] = p[i + j]; tg[j] = g[i + j]; if (buf) tb[j] = buf[i + j]; }
     F(sgd_block)(tp, tg, buf ? tb : 0, sign, wd, mu, keep, first, nesterov, neg_lr);
-    for (size_t j = 0; j < rest; j++) { p[i + j] = tp[j]; if (buf) buf[i + j] = tb[j]; }
+    for (size_t j = 0; j < rest; j++) { p[i + j] = tp[j]; if (buf) buf[i + j] = tb[j]; if (zero_grad) g[i + j] = 0.0f; }
 }
 
 K void F(adagrad_block)(float *p, const float *g, float *sum, float sign, float wd, float neg_clr, float eps) {
@@ -247,16 +272,19 @@ K void F(adagrad_block)(float *p, const float *g, float *sum, float sign, float 
     F(stf)(p, pv + (neg_clr * gv) / (__builtin_elementwise_sqrt(s) + eps));
 }
 
-static CK_TARGET void F(adagrad)(float *restrict p, const float *restrict g, float *restrict sum, size_t n, float sign,
-                                 float wd, float neg_clr, float eps) {
+static CK_TARGET void F(adagrad)(float *restrict p, float *restrict g, float *restrict sum, size_t n, float sign,
+                                 float wd, float neg_clr, float eps, int zero_grad) {
     size_t i = 0;
-    for (; i + CK_W <= n; i += CK_W) F(adagrad_block)(p + i, g + i, sum + i, sign, wd, neg_clr, eps);
+    for (; i + CK_W <= n; i += CK_W) {
+        F(adagrad_block)(p + i, g + i, sum + i, sign, wd, neg_clr, eps);
+        if (zero_grad) F(zero_grad)(g + i);
+    }
     const size_t rest = n - i;
     if (rest == 0) return;
     float tp[CK_W] = {0}, tg[CK_W] = {0}, ts[CK_W] = {0};
     for (size_t j = 0; j < rest; j++) { tp[j] = p[i + j]; tg[j] = g[i + j]; ts[j] = sum[i + j]; }
     F(adagrad_block)(tp, tg, ts, sign, wd, neg_clr, eps);
-    for (size_t j = 0; j < rest; j++) { p[i + j] = tp[j]; sum[i + j] = ts[j]; }
+    for (size_t j = 0; j < rest; j++) { p[i + j] = tp[j]; sum[i + j] = ts[j]; if (zero_grad) g[i + j] = 0.0f; }
 }
 
 K void F(rmsprop_block)(float *p, const float *g, float *sq, float *buf, float *gavg, float sign, float wd,
@@ -284,12 +312,13 @@ K void F(rmsprop_block)(float *p, const float *g, float *sq, float *buf, float *
     F(stf)(p, pv);
 }
 
-static CK_TARGET void F(rmsprop)(float *restrict p, const float *restrict g, float *restrict sq, float *restrict buf,
+static CK_TARGET void F(rmsprop)(float *restrict p, float *restrict g, float *restrict sq, float *restrict buf,
                                  float *restrict gavg, size_t n, float sign, float wd, float alpha, float wa,
-                                 float eps, float mu, float lr) {
+                                 float eps, float mu, float lr, int zero_grad) {
     size_t i = 0;
     for (; i + CK_W <= n; i += CK_W) {
         F(rmsprop_block)(p + i, g + i, sq + i, buf ? buf + i : 0, gavg ? gavg + i : 0, sign, wd, alpha, wa, eps, mu, lr);
+        if (zero_grad) F(zero_grad)(g + i);
     }
     const size_t rest = n - i;
     if (rest == 0) return;
@@ -304,6 +333,7 @@ static CK_TARGET void F(rmsprop)(float *restrict p, const float *restrict g, flo
         p[i + j] = tp[j]; sq[i + j] = ts[j];
         if (buf) buf[i + j] = tb[j];
         if (gavg) gavg[i + j] = ta[j];
+        if (zero_grad) g[i + j] = 0.0f;
     }
 }
 

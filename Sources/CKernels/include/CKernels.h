@@ -50,19 +50,23 @@ ck_path ck_best_path(void);
 // ---------------------------------------------------------------------------------------------------------------
 // Optimizer updates over n elements (torch.optim single-tensor algorithms; the equations are in Adam.swift, SGD.swift,
 // Adagrad.swift and RMSprop.swift, whose element-wise operations and their order these reproduce). The gradient the
-// algorithm sees is `sign`·g (sign = ±1 for maximize, times a pending 1/world size). Optional state pointers are NULL
-// when the variant has no such state.
+// algorithm sees is `sign`·g (sign = ±1 for maximize, times a pending 1/world size and a clipping coefficient).
+// Optional state pointers are NULL when the variant has no such state. With `zero_grad` non-zero, g is set to 0 as
+// it is consumed (the gradients' zeroing after a step, fused into the update's pass).
 
-void ck_adam_update(ck_path path, float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
+void ck_adam_update(ck_path path, float *restrict p, float *restrict g, float *restrict m, float *restrict v,
                     float *restrict vmax, size_t n, float sign, float weight_decay, int decoupled, float decay,
-                    float w1, float beta2, float w2, float bias2_sqrt, float eps, float step_size);
-void ck_sgd_update(ck_path path, float *restrict p, const float *restrict g, float *restrict buf, size_t n, float sign,
-                   float weight_decay, float momentum, float keep, int first, int nesterov, float neg_lr);
-void ck_adagrad_update(ck_path path, float *restrict p, const float *restrict g, float *restrict sum, size_t n,
-                       float sign, float weight_decay, float neg_clr, float eps);
-void ck_rmsprop_update(ck_path path, float *restrict p, const float *restrict g, float *restrict square_avg,
+                    float w1, float beta2, float w2, float bias2_sqrt, float eps, float step_size, int zero_grad);
+/// Adam's memory traffic (read p, g, m, v; write p, m, v) with an add and a multiply per element: a benchmark's floor.
+void ck_adam_traffic(ck_path path, float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
+                     size_t n);
+void ck_sgd_update(ck_path path, float *restrict p, float *restrict g, float *restrict buf, size_t n, float sign,
+                   float weight_decay, float momentum, float keep, int first, int nesterov, float neg_lr, int zero_grad);
+void ck_adagrad_update(ck_path path, float *restrict p, float *restrict g, float *restrict sum, size_t n,
+                       float sign, float weight_decay, float neg_clr, float eps, int zero_grad);
+void ck_rmsprop_update(ck_path path, float *restrict p, float *restrict g, float *restrict square_avg,
                        float *restrict buf, float *restrict grad_avg, size_t n, float sign, float weight_decay,
-                       float alpha, float one_minus_alpha, float eps, float momentum, float lr);
+                       float alpha, float one_minus_alpha, float eps, float momentum, float lr, int zero_grad);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Reductions for clipping and the finite checks. Sums accumulate squares/magnitudes/powers in double, element i into

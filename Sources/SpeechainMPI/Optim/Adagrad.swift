@@ -25,7 +25,7 @@ public final class Adagrad: FlatOptimizer, Optimizer {
     }
 
     public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>],
-                     gradientScale: Float) {
+                     gradientScale: Float, zeroingGradients: Bool) {
         stepCount += 1
         let clr = Float(lr / (1 + Double(stepCount - 1) * lrDecay))
         let wd = weightDecay, e = eps
@@ -35,7 +35,7 @@ public final class Adagrad: FlatOptimizer, Optimizer {
         // Per element, in float32 and this order: g = sign·g; g = g + λ·p; s = s + g·g; p = p + ((−γ̃)·g)/(√s + ε)
         // (CKernels ck_adagrad_update).
         Self.forEachSegment(ranges) { po, so, n in
-            ck_adagrad_update(path, parameters + po, gradients + po, sum + so, n, sign, wd, -clr, e)
+            ck_adagrad_update(path, parameters + po, gradients + po, sum + so, n, sign, wd, -clr, e, zeroingGradients ? 1 : 0)
         }
     }
 

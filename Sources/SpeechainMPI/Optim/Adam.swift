@@ -32,7 +32,7 @@ public class AdamFamily: FlatOptimizer, Optimizer {
     }
 
     public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>],
-                     gradientScale: Float) {
+                     gradientScale: Float, zeroingGradients: Bool) {
         stepCount += 1
         let t = Double(stepCount)
         let bc1 = 1 - Foundation.pow(beta1, t)
@@ -48,7 +48,7 @@ public class AdamFamily: FlatOptimizer, Optimizer {
         let path = VectorPath.current.ck
         Self.forEachSegment(ranges) { po, so, n in
             ck_adam_update(path, parameters + po, gradients + po, m + so, v + so, vmax.map { $0 + so }, n, sign, wd,
-                           decoupled ? 1 : 0, decay, w1, b2, w2, c2, e, stepSize)
+                           decoupled ? 1 : 0, decay, w1, b2, w2, c2, e, stepSize, zeroingGradients ? 1 : 0)
         }
     }
 }

@@ -35,10 +35,19 @@ public enum GradientClipping {
     @discardableResult
     public static func clip(_ gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>], maxNorm: Double, normType: Double,
                             factor: Float = 1) -> Float {
-        let total = Float(totalNorm(gradients, ranges: ranges, normType: normType) * Double(factor))
-        guard maxNorm > 0, total.isFinite else { return total }
-        let coef = min(Float(maxNorm) / (total + 1e-6), 1)
-        for r in ranges { Kernels.scale(gradients + r.lowerBound, count: r.count, by: coef * factor) }
+        let (total, scale) = measure(gradients, ranges: ranges, maxNorm: maxNorm, normType: normType, factor: factor)
+        if let scale { for r in ranges { Kernels.scale(gradients + r.lowerBound, count: r.count, by: scale) } }
         return total
+    }
+
+    /// `clip` without its pass: the total norm of factor·g and, when clipping applies (max_norm > 0, a finite
+    /// norm), the multiplier coef·factor the clipping pass would apply — an optimizer step given it as its
+    /// gradient scale sees exactly the clipped gradients (the same single product g·(coef·factor) per element).
+    public static func measure(_ gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>], maxNorm: Double, normType: Double,
+                               factor: Float = 1) -> (total: Float, scale: Float?) {
+        let total = Float(totalNorm(gradients, ranges: ranges, normType: normType) * Double(factor))
+        guard maxNorm > 0, total.isFinite else { return (total, nil) }
+        let coef = min(Float(maxNorm) / (total + 1e-6), 1)
+        return (total, coef * factor)
     }
 }

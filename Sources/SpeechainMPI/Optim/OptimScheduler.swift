@@ -188,18 +188,21 @@ public final class OptimScheduler: CustomStringConvertible {
                 foundInf = scaler.unscale(grads, ranges: ranges, factor: pending)
                 pending = 1
             }
-            let norm = GradientClipping.clip(grads, ranges: ranges, maxNorm: options.gradClip, normType: options.gradNormType,
-                                             factor: pending)
-            if options.gradClip > 0 { pending = 1 }
+            // The clipping coefficient rides along too: the optimizer's pass sees g·(coef·pending), as a clipping
+            // pass would have left it, and zeroes each gradient as it reads it.
+            let (norm, clipScale) = GradientClipping.measure(grads, ranges: ranges, maxNorm: options.gradClip,
+                                                             normType: options.gradNormType, factor: pending)
+            if let clipScale { pending = clipScale }
             report.gradNorm = norm
             if foundInf || !norm.isFinite {
                 report.skipped = true
                 logger?.info("The grad_norm in the no.\(realStep) real step is infinite! So, the parameters are not updated in this step.")
+                params.zeroGradients(ranges)
             } else {
-                optimizer.step(parameters: params.values.pointer, gradients: grads, ranges: ranges, gradientScale: pending)
+                optimizer.step(parameters: params.values.pointer, gradients: grads, ranges: ranges, gradientScale: pending,
+                               zeroingGradients: true)
             }
             scaler?.update(foundInf: report.skipped)
-            params.zeroGradients(ranges)
         }
     }
 

@@ -23,13 +23,22 @@ public protocol Optimizer: AnyObject {
     /// Steps taken so far (torch's `state['step']`).
     var stepCount: Int { get }
     /// One update; the gradient the algorithm sees is `gradientScale`·g (how a pending 1/world size of an
-    /// allreduce sum is applied without a pass of its own).
+    /// allreduce sum, or a clipping coefficient, is applied without a pass of its own). With `zeroingGradients` the
+    /// gradients of `ranges` are 0 afterwards, set as the update reads them (no zeroing pass of its own).
     func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>],
-              gradientScale: Float)
+              gradientScale: Float, zeroingGradients: Bool)
     func stateDict() -> OptimizerState
     /// Checks that a state fits this optimizer (type, tensors, sizes) without loading it.
     func validateStateDict(_ state: OptimizerState) throws
     func loadStateDict(_ state: OptimizerState) throws
+}
+
+extension Optimizer {
+    /// One update that leaves the gradients as they were.
+    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>],
+                     gradientScale: Float) {
+        step(parameters: parameters, gradients: gradients, ranges: ranges, gradientScale: gradientScale, zeroingGradients: false)
+    }
 }
 
 /// The registry `optim_type` is looked up in; a new optimizer is one type plus one line here.

@@ -27,7 +27,7 @@ public final class RMSprop: FlatOptimizer, Optimizer {
     }
 
     public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>],
-                     gradientScale: Float) {
+                     gradientScale: Float, zeroingGradients: Bool) {
         stepCount += 1
         let lrF = Float(lr), a = alpha, wa = 1 - alpha, e = eps, wd = weightDecay, mu = momentum
         let sign: Float = (maximize ? -1 : 1) * gradientScale
@@ -40,7 +40,7 @@ public final class RMSprop: FlatOptimizer, Optimizer {
         // momentum: b = b·μ + g/d, p = p − γ·b; else p = p + ((−γ)·g)/d (CKernels ck_rmsprop_update).
         Self.forEachSegment(ranges) { po, so, n in
             ck_rmsprop_update(path, parameters + po, gradients + po, sq + so, buf.map { $0 + so }, gavg.map { $0 + so },
-                              n, sign, wd, a, wa, e, mu, lrF)
+                              n, sign, wd, a, wa, e, mu, lrF, zeroingGradients ? 1 : 0)
         }
     }
 

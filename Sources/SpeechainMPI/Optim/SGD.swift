@@ -25,7 +25,7 @@ public final class SGD: FlatOptimizer, Optimizer {
     }
 
     public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>],
-                     gradientScale: Float) {
+                     gradientScale: Float, zeroingGradients: Bool) {
         stepCount += 1
         let first = stepCount == 1
         let negLR = Float(-lr), wd = weightDecay, mu = momentum, keep = 1 - dampening
@@ -36,7 +36,7 @@ public final class SGD: FlatOptimizer, Optimizer {
         // g = nesterov ? g + μ·b : b; p = p + (−γ)·g (CKernels ck_sgd_update).
         Self.forEachSegment(ranges) { po, so, n in
             ck_sgd_update(path, parameters + po, gradients + po, buf.map { $0 + so }, n, sign, wd, mu, keep,
-                          first ? 1 : 0, nesterov ? 1 : 0, negLR)
+                          first ? 1 : 0, nesterov ? 1 : 0, negLR, zeroingGradients ? 1 : 0)
         }
     }
 

@@ -171,7 +171,9 @@ import Testing
     }
 
     /// Three updates (gradient scales 1, 0.5, 1) of `c` on `path` for every size, parameters and every state tensor
-    /// checked bit for bit after each update; values past the range must stay untouched.
+    /// checked bit for bit after each update; values past the range must stay untouched. The second update zeroes
+    /// the gradients as it reads them (`zeroingGradients`): the range must hold +0 afterwards, the others leave the
+    /// gradients bit for bit as they were.
     static func checkOptimizer(_ c: OptimCase, _ path: VectorPath) throws {
         for n in sizes {
             let optimizer = try Optimizers.make(type: c.type, conf: c.conf, parameterCount: n, owner: "test")
@@ -182,10 +184,16 @@ import Testing
             for (t, scale) in [Float(1), 0.5, 1].enumerated() {
                 let g = withSpecials(n, seed: 10 + UInt64(t))
                 let grads = FloatBuffer(g + [Float](repeating: .nan, count: guardCount))
+                let zeroing = t == 1
                 path.run {
-                    optimizer.step(parameters: params.pointer, gradients: grads.pointer, ranges: [0..<n], gradientScale: scale)
+                    optimizer.step(parameters: params.pointer, gradients: grads.pointer, ranges: [0..<n], gradientScale: scale,
+                                   zeroingGradients: zeroing)
                 }
                 referenceStep(c, t: t + 1, p: &p, g: g, scale: scale, state: &state)
+                let left = grads.toArray()
+                let wrongGradients = (0..<n).filter { zeroing ? left[$0].bitPattern != 0 : !same(left[$0], g[$0]) }
+                #expect(wrongGradients.isEmpty, "\(c.name) \(path) n=\(n) step \(t + 1) zeroing \(zeroing): \(wrongGradients.count) gradients wrong, first at \(wrongGradients.first ?? -1)")
+                #expect(left[n...].allSatisfy { $0.isNaN }, "\(c.name) \(path) n=\(n): gradients past the range touched")
                 let got = params.toArray()
                 let bad = (0..<n).filter { !same(got[$0], p[$0]) }
                 #expect(bad.isEmpty, "\(c.name) \(path) n=\(n) step \(t + 1): \(bad.count) parameters differ, first at \(bad.first ?? -1): \(bad.first.map { "\(got[$0]) vs \(p[$0])" } ?? "")")

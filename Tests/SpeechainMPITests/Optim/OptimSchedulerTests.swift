@@ -258,6 +258,44 @@ import Testing
         let worst = zip(model.parameters.values.toArray(), expected).map { abs(Double($0) - $1) }.max() ?? 1
         #expect(worst <= 1e-6)
     }
+
+    /// The update folds the clipping coefficient into the optimizer's gradient scale and zeroes the gradients in
+    /// the optimizer's pass: the parameters must be bit for bit those of torch's order (a clipping pass over the
+    /// gradients, then Adam, then a zeroing pass), the scheduler's gradients 0 afterwards and another module's
+    /// gradients untouched.
+    @Test(arguments: [0.05, 0.0])
+    func fusedClippingAndZeroingMatchSeparatePasses(gradClip: Double) throws {
+        let adam: [String: ConfigValue] = ["optim_type": "Adam", "optim_conf": .map(["lr": 0.01, "weight_decay": 0.01]),
+                                           "updated_modules": .list(["encoder"])]
+        let model = try ReferenceModel.make()
+        let s = try OptimScheduler(type: ConstantLr.typeName, conf: adam, model: model, options: TrainingOptions(gradClip: gradClip))
+        let enc = model.parameters.range(ofModule: "encoder")!, dec = model.parameters.range(ofModule: "decoder")!
+        // the same gradients by hand, for both modules
+        let probe = try ReferenceModel.make()
+        var l = NamedValues(names: probe.lossNames), m = NamedValues(names: probe.metricNames)
+        try probe.forward(data.batch(0), context: ForwardContext(training: true), losses: &l, metrics: &m)
+        try probe.backward(loss: "loss", seed: 1, modules: ["encoder", "decoder"])
+        let decoderGradients = probe.parameters.gradients.toArray(dec)
+        #expect(decoderGradients.contains { $0 != 0 })
+        let g = probe.parameters.gradients.pointer
+        let norm = GradientClipping.clip(g, ranges: [enc], maxNorm: gradClip, normType: 2)
+        #expect(gradClip == 0 || norm > Float(gradClip), "the case must clip")
+        let separate = try Optimizers.make(type: "Adam", conf: ["lr": 0.01, "weight_decay": 0.01], parameterCount: enc.count, owner: "test")
+        separate.step(parameters: probe.parameters.values.pointer, gradients: g, ranges: [enc], gradientScale: 1)
+        // the scheduler: one backward of the encoder and the decoder's gradients written beside it
+        var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
+        try model.forward(data.batch(0), context: ForwardContext(training: true), losses: &losses, metrics: &metrics)
+        var report = try s.backward(losses: losses, stepNum: 1)
+        #expect(model.parameters.gradients.toArray(enc).contains { $0 != 0 })
+        model.parameters.gradients.pointer.advanced(by: dec.lowerBound).update(from: decoderGradients, count: dec.count)
+        try s.update(&report, stepNum: 1, epochNum: 1)
+        #expect(report.isUpdateStep && !report.skipped)
+        let fused = model.parameters.values.toArray(enc), reference = probe.parameters.values.toArray(enc)
+        let differ = zip(fused, reference).filter { $0.bitPattern != $1.bitPattern }.count
+        #expect(differ == 0, "grad_clip \(gradClip): \(differ) of \(enc.count) parameters differ from clip pass + Adam")
+        #expect(model.parameters.gradients.toArray(enc).allSatisfy { $0.bitPattern == 0 }, "the updated module's gradients are zeroed")
+        #expect(model.parameters.gradients.toArray(dec) == decoderGradients, "another module's gradients are left as they were")
+    }
 }
 
 enum ReferenceModelSnapshot {
