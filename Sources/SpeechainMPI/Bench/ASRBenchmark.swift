@@ -140,6 +140,15 @@ public enum ASRBenchmark {
         public var sgemmPeakGflopsPerSecond = 0.0
         public var gemmFractionOfPeak = 0.0
         public var gemmShareOfStep = 0.0
+        /// Rank 0's products by shape, summed over the timed updates and given per update: the ten that take the
+        /// most time, slowest first (m×n×k and the transposes as called, row-major).
+        public var gemmByShape: [ShapeReport] = []
+        public struct ShapeReport: Codable, Sendable {
+            public var shape: String
+            public var msPerUpdate: Double
+            public var callsPerUpdate: Double
+            public var gflopsPerSecond: Double
+        }
         /// The sgemm FLOPs per utterance, and per rank their rate over the update, over compute, and the peak again
         /// (ScalingBenchmark's names).
         public var flopsPerSample = 0.0
@@ -268,6 +277,7 @@ public enum ASRBenchmark {
         var cycle = [Double](), forward = [Double](), backward = [Double](), compute = [Double](), optim = [Double]()
         var wait = [Double](), comm = [Double](), raw = [Double](), spread = [Double](), gemm = [Double](), gemmFlop = [Double]()
         var framesSum = 0.0, framesCount = 0
+        var shapeTotals: [BLAS.GemmShape: BLAS.Totals] = [:]
         var stepNum = 0
         var timedStart: UInt64 = 0
         var callsBefore = 0, bytesBefore = 0, mpiCallsBefore = 0
@@ -286,7 +296,7 @@ public enum ASRBenchmark {
                 timedStart = DispatchTime.now().uptimeNanoseconds
             }
             timer.reset(); sync.resetTimes()
-            BLAS.profile = BLAS.Profile(isOn: true)
+            BLAS.profile = BLAS.Profile(isOn: true, byShape: rank == 0)
             let t0 = DispatchTime.now().uptimeNanoseconds
             var fwd = 0.0
             for k in 0..<config.accumGrad {
@@ -308,6 +318,7 @@ public enum ASRBenchmark {
             wait.append(sync.waitSeconds); comm.append(sync.syncSeconds)
             optim.append(timer.total("optim_time") - sync.waitSeconds - sync.syncSeconds)
             gemm.append(profile.seconds); gemmFlop.append(profile.flops)
+            for (shape, totals) in profile.shapes ?? [:] { shapeTotals[shape, default: .init()].add(totals) }
             for k in 0..<config.accumGrad { framesSum += Double(batches[k]["feat"]!.shape[1]); framesCount += 1 }
             // Outside the update's clock: every rank's compute of this update (its spread), and the reference raw
             // MPI_Allreduce of the gradient buffer the update has just zeroed (a sum of zeros leaves it zero).
@@ -352,6 +363,12 @@ public enum ASRBenchmark {
         report.gemmGflop = try mean(gemmFlop) / 1e9
         report.gemmGflopsPerSecond = report.gemmGflop / (report.gemmMs * 1e-3)
         report.gemmShareOfStep = report.gemmMs / report.updateMs
+        let timedUpdates = Double(max(1, cycle.count))
+        report.gemmByShape = shapeTotals.sorted { $0.value.seconds > $1.value.seconds }.prefix(10).map {
+            Report.ShapeReport(shape: $0.key.description, msPerUpdate: $0.value.seconds / timedUpdates * 1e3,
+                               callsPerUpdate: Double($0.value.calls) / timedUpdates,
+                               gflopsPerSecond: $0.value.flops / $0.value.seconds / 1e9)
+        }
         report.flopsPerSample = report.gemmGflop * 1e9 / Double(batchSize * config.accumGrad)
         report.achievedGflopsPerRank = report.gemmGflop / updateSeconds
         report.computeGflopsPerRank = report.gemmGflop / (report.computeMs * 1e-3)
@@ -392,6 +409,9 @@ extension ASRBenchmark.Report {
                 + "compute \(f(computeMs, 1)) (forward \(f(forwardMs, 1)), backward \(f(backwardMs, 1))) + wait \(f(waitMs, 1)) + sync \(f(syncMs, 1)) + optimizer \(f(optimizerMs, 1))",
             "sgemm:     \(f(gemmMs, 1)) ms of the update (\(f(100 * gemmShareOfStep, 0))%), \(f(gemmGflop, 2)) GFLOP at \(f(gemmGflopsPerSecond, 1)) GFLOP/s = \(f(100 * gemmFractionOfPeak, 0))% of the 1024³ peak \(f(sgemmPeakGflopsPerSecond, 1)) GFLOP/s",
         ]
+        for (i, g) in gemmByShape.enumerated() {
+            lines.append("\(i == 0 ? "products:  " : "           ")\(g.shape): \(f(g.msPerUpdate, 1)) ms per update in \(f(g.callsPerUpdate, 0)) calls, \(f(g.gflopsPerSecond, 1)) GFLOP/s")
+        }
         if worldSize > 1 {
             let list = { (v: [Double]) in v.map { f($0, 1) }.joined(separator: ", ") }
             lines.append("ranks:     compute [\(list(perRankComputeMs))] ms, wait [\(list(perRankWaitMs))] ms, frames [\(list(perRankFrames))]; "

@@ -14,9 +14,14 @@ public enum BLAS {
             let t = DispatchTime.now().uptimeNanoseconds
             cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
                         blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
-            profile.seconds += Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9
-            profile.flops += 2 * Double(m) * Double(n) * Double(k)
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9, flops = 2 * Double(m) * Double(n) * Double(k)
+            profile.seconds += seconds
+            profile.flops += flops
             profile.calls += 1
+            if profile.shapes != nil {
+                profile.shapes![GemmShape(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k), default: .init()]
+                    .add(seconds: seconds, flops: flops)
+            }
             return
         }
         cblas_sgemm(CblasRowMajor,
@@ -33,7 +38,23 @@ public enum BLAS {
         public var seconds = 0.0
         public var flops = 0.0
         public var calls = 0
-        public init(isOn: Bool = false) { self.isOn = isOn }
+        /// The same per product shape, when not nil (`byShape: true`): which products run below the peak.
+        public var shapes: [GemmShape: Totals]?
+        public init(isOn: Bool = false, byShape: Bool = false) { self.isOn = isOn; shapes = byShape ? [:] : nil }
+    }
+
+    /// One product's shape as called: op(A) [m, k] · op(B) [k, n].
+    public struct GemmShape: Hashable, Sendable, CustomStringConvertible {
+        public var transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int
+        public var description: String { "\(m)×\(n)×\(k) \(transposeA ? "T" : "N")\(transposeB ? "T" : "N")" }
+    }
+
+    /// Time, FLOPs and calls summed.
+    public struct Totals: Sendable {
+        public var seconds = 0.0, flops = 0.0, calls = 0
+        public init() {}
+        mutating func add(seconds s: Double, flops f: Double) { seconds += s; flops += f; calls += 1 }
+        public mutating func add(_ o: Totals) { seconds += o.seconds; flops += o.flops; calls += o.calls }
     }
     nonisolated(unsafe) public static var profile = Profile()
 

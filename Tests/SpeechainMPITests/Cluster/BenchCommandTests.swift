@@ -167,7 +167,16 @@ func launchBench(np: Int?, _ arguments: [String], timeout: Double) throws -> Clu
         let conv2 = 3 * 2 * Double(2 * 9 * 19 * 256 * 256 * 9) / 1e9
         #expect(b.gemmGflop > conv2 && b.gemmGflop < 3 * conv2, "\(b.gemmGflop) GFLOP, conv2 \(conv2)")
         #expect(b.gemmMs > 0 && b.gemmMs < b.stepMs && b.firstLoss.isFinite)
-        for line in ["step:", "sgemm:", "compute", "wait"] { #expect(r.stdout.contains(line)) }
+        for line in ["step:", "sgemm:", "compute", "wait", "products:"] { #expect(r.stdout.contains(line)) }
+        // the products by shape: slowest first, a part of the sgemm time, the second convolution's three products
+        // among them — forward W [256, 2304]·cols [2304, 9·19] per utterance, so 2 calls per update
+        let shapes = b.gemmByShape
+        #expect(!shapes.isEmpty && shapes.count <= 10)
+        #expect(zip(shapes, shapes.dropFirst()).allSatisfy { $0.msPerUpdate >= $1.msPerUpdate })
+        #expect(shapes.map(\.msPerUpdate).reduce(0, +) <= b.gemmMs * (1 + 1e-9))
+        let conv2Forward = shapes.first { $0.shape == "256×171×2304 NN" }
+        #expect(conv2Forward?.callsPerUpdate == 2, "\(shapes.map(\.shape))")
+        #expect(shapes.contains { $0.shape == "256×2304×171 NT" } && shapes.contains { $0.shape == "2304×171×256 TN" })
     }
 
     /// Two ranks, each its own batches of random lengths (16…48 frames, drawn per rank and step), accum_grad 2:
