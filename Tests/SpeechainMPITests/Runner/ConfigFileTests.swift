@@ -107,6 +107,11 @@ import Testing
         tree["best_model_selection"] = .string("train loss min 1")
         let e = try Experiment(config: tree, source: "t")
         #expect(e.batchSize == 4 && e.train == .synthetic(count: 64, width: 16, classes: 4, seed: 9) && e.valid == nil)
+        // a data_cfg without `shuffle` shuffles, as SpeeChain's iterators do (shuffle=True); the key turns it off
+        #expect(e.shuffle, "a data_cfg without shuffle must shuffle")
+        try "batch_size: 4\nshuffle: false\ntrain: {type: synthetic, conf: {count: 64, width: 16, classes: 4, seed: 9}}\n"
+            .write(to: data, atomically: true, encoding: .utf8)
+        #expect(try !Experiment(config: tree, source: "t").shuffle)
     }
 
     @Test(arguments: [
