@@ -277,7 +277,6 @@ public enum ASRBenchmark {
         var cycle = [Double](), forward = [Double](), backward = [Double](), compute = [Double](), optim = [Double]()
         var wait = [Double](), comm = [Double](), raw = [Double](), spread = [Double](), gemm = [Double](), gemmFlop = [Double]()
         var framesSum = 0.0, framesCount = 0
-        var shapeTotals: [BLAS.GemmShape: BLAS.Totals] = [:]
         var stepNum = 0
         var timedStart: UInt64 = 0
         var callsBefore = 0, bytesBefore = 0, mpiCallsBefore = 0
@@ -296,7 +295,12 @@ public enum ASRBenchmark {
                 timedStart = DispatchTime.now().uptimeNanoseconds
             }
             timer.reset(); sync.resetTimes()
-            BLAS.profile = BLAS.Profile(isOn: true, byShape: rank == 0)
+            // rank 0's products by shape, one table kept from update to update: the warm-up fills its keys, the
+            // timed updates start from zero totals and insert, inside their clock, only shapes the warm-up did not
+            // see (another padded length)
+            if u == 0 { BLAS.profile.shapes = rank == 0 ? [:] : nil }
+            if u == warmupUpdates { BLAS.profile.shapes = BLAS.profile.shapes?.mapValues { _ in BLAS.Totals() } }
+            BLAS.profile.start()
             let t0 = DispatchTime.now().uptimeNanoseconds
             var fwd = 0.0
             for k in 0..<config.accumGrad {
@@ -307,7 +311,7 @@ public enum ASRBenchmark {
                 try scheduler.step(losses: losses, timer: timer, stepNum: stepNum, epochNum: 1)
             }
             let total = ScalingBenchmark.seconds(since: t0)
-            let profile = BLAS.profile
+            let gemmSeconds = BLAS.profile.seconds, gemmFlops = BLAS.profile.flops
             BLAS.profile.isOn = false
             if u == 0 { report.firstLoss = losses["loss"]! }
             report.lastLoss = losses["loss"]!
@@ -317,8 +321,7 @@ public enum ASRBenchmark {
             cycle.append(total); forward.append(fwd); backward.append(bwd); compute.append(fwd + bwd)
             wait.append(sync.waitSeconds); comm.append(sync.syncSeconds)
             optim.append(timer.total("optim_time") - sync.waitSeconds - sync.syncSeconds)
-            gemm.append(profile.seconds); gemmFlop.append(profile.flops)
-            for (shape, totals) in profile.shapes ?? [:] { shapeTotals[shape, default: .init()].add(totals) }
+            gemm.append(gemmSeconds); gemmFlop.append(gemmFlops)
             for k in 0..<config.accumGrad { framesSum += Double(batches[k]["feat"]!.shape[1]); framesCount += 1 }
             // Outside the update's clock: every rank's compute of this update (its spread), and the reference raw
             // MPI_Allreduce of the gradient buffer the update has just zeroed (a sum of zeros leaves it zero).
@@ -363,7 +366,8 @@ public enum ASRBenchmark {
         report.gemmGflop = try mean(gemmFlop) / 1e9
         report.gemmGflopsPerSecond = report.gemmGflop / (report.gemmMs * 1e-3)
         report.gemmShareOfStep = report.gemmMs / report.updateMs
-        let timedUpdates = Double(max(1, cycle.count))
+        let timedUpdates = Double(max(1, cycle.count)), shapeTotals = BLAS.profile.shapes ?? [:]
+        BLAS.profile = BLAS.Profile()
         report.gemmByShape = shapeTotals.sorted { $0.value.seconds > $1.value.seconds }.prefix(10).map {
             Report.ShapeReport(shape: $0.key.description, msPerUpdate: $0.value.seconds / timedUpdates * 1e3,
                                callsPerUpdate: Double($0.value.calls) / timedUpdates,

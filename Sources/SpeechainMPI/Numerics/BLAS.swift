@@ -38,9 +38,11 @@ public enum BLAS {
         public var seconds = 0.0
         public var flops = 0.0
         public var calls = 0
-        /// The same per product shape, when not nil (`byShape: true`): which products run below the peak.
+        /// The same per product shape, when not nil (set it to [:] to record): which products run below the peak.
         public var shapes: [GemmShape: Totals]?
-        public init(isOn: Bool = false, byShape: Bool = false) { self.isOn = isOn; shapes = byShape ? [:] : nil }
+        public init(isOn: Bool = false) { self.isOn = isOn }
+        /// Turns recording on from zero totals, keeping the table by shape (its keys, so no insertion allocates).
+        public mutating func start() { isOn = true; seconds = 0; flops = 0; calls = 0 }
     }
 
     /// One product's shape as called: op(A) [m, k] · op(B) [k, n].
@@ -54,7 +56,6 @@ public enum BLAS {
         public var seconds = 0.0, flops = 0.0, calls = 0
         public init() {}
         mutating func add(seconds s: Double, flops f: Double) { seconds += s; flops += f; calls += 1 }
-        public mutating func add(_ o: Totals) { seconds += o.seconds; flops += o.flops; calls += o.calls }
     }
     nonisolated(unsafe) public static var profile = Profile()
 
