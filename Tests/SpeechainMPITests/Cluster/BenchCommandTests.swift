@@ -202,19 +202,18 @@ func launchBench(np: Int?, _ arguments: [String], timeout: Double) throws -> Clu
     /// A fixed imbalance (--lengths by_rank: rank 0 of 2 gets 40 frames, rank 1 400) against equal lengths (400
     /// on both): the shorter rank now waits for the longer one, about the difference of their compute.
     @Test func theShorterRankWaitsForTheLonger() throws {
+        // Everything is compared inside one run: both ranks see the same load from whatever else shares the cores
+        // (a comparison with a second, equal-length run made earlier failed when other suites' ranks came and went).
         let common = Self.tiny + ["--batch_size", "4", "--frames", "400", "--steps", "5", "--warmup", "1"]
-        let (r1, equalReport) = try run(np: 2, common)
-        #expect(r1.status == 0, "\(r1.output)")
-        let (r2, skewedReport) = try run(np: 2, common + ["--min_frames", "40", "--lengths", "by_rank"])
-        #expect(r2.status == 0, "\(r2.output)")
-        let equal = try #require(equalReport), skewed = try #require(skewedReport)
-        #expect(equal.perRankFrames == [400, 400] && skewed.perRankFrames == [40, 400])
+        let (r, skewedReport) = try run(np: 2, common + ["--min_frames", "40", "--lengths", "by_rank"])
+        #expect(r.status == 0, "\(r.output)")
+        let skewed = try #require(skewedReport)
+        #expect(skewed.perRankFrames == [40, 400])
         let short = skewed.perRankComputeMs[0], long = skewed.perRankComputeMs[1]
         #expect(long > 2 * short, "compute \(skewed.perRankComputeMs)")
-        // rank 0's wait grows with the imbalance and is most of the compute it lacks; rank 1 waits less than rank 0
-        #expect(skewed.perRankWaitMs[0] > equal.perRankWaitMs[0] + 0.5 * (long - short),
-                "wait equal \(equal.perRankWaitMs), skewed \(skewed.perRankWaitMs); compute \(skewed.perRankComputeMs)")
-        #expect(skewed.perRankWaitMs[1] < skewed.perRankWaitMs[0])
+        // rank 0 waits for most of the compute it lacks, over and above whatever rank 1 waits
+        #expect(skewed.perRankWaitMs[0] > skewed.perRankWaitMs[1] + 0.5 * (long - short),
+                "wait \(skewed.perRankWaitMs); compute \(skewed.perRankComputeMs)")
         #expect(Set(skewed.parameterChecksums).count == 1)
     }
 
