@@ -159,6 +159,6 @@ void ck_conv_unfold(ck_path path, const float *x, float *cols, size_t channels, 
 }
 
 void ck_conv_fold(ck_path path, const float *cols, float *dx, size_t channels, size_t height, size_t width, size_t k,
-                  size_t s, size_t oh, size_t ow) {
-    CK_CALL(conv_fold, cols, dx, channels, height, width, k, s, oh, ow)
+                  size_t s, size_t oh, size_t ow, int overwrite, const float *relu_mask) {
+    CK_CALL(conv_fold, cols, dx, channels, height, width, k, s, oh, ow, overwrite, relu_mask)
 }

@@ -674,40 +674,64 @@ static CK_TARGET void F(conv_unfold)(const float *restrict x, float *restrict co
     }
 }
 
-/// col2im, the adjoint of conv_unfold: dx[ch][s·i + u][s·j + v] += cols[(ch·k + u)·k + v][i·ow + j]. For the usual
+/// One channel plane of col2im: plane[s·i + u][s·j + v] += the k·k rows of `row` (each oh·ow long). For the usual
 /// k = 3, s = 2 the three kernel columns v of a row are added in one interleaved pass (even outputs get v = 0 and the
 /// previous v = 2, odd ones v = 1), which vectorises; other shapes add one v at a time.
-static CK_TARGET void F(conv_fold)(const float *restrict cols, float *restrict dx, size_t channels, size_t height,
-                                   size_t width, size_t k, size_t s, size_t oh, size_t ow) {
+K void F(fold_plane)(const float *restrict row, float *restrict plane, size_t width, size_t k, size_t s, size_t oh,
+                     size_t ow) {
     const size_t n = oh * ow;
-    const float *row = cols;
+    for (size_t u = 0; u < k; u++) {
+        if (k == 3 && s == 2 && ow >= 1) {
+            const float *c0 = row, *c1 = row + n, *c2 = row + 2 * n;
+            for (size_t i = 0; i < oh; i++) {
+                float *restrict dst = plane + (2 * i + u) * width;
+                const float *restrict r0 = c0 + i * ow, *restrict r1 = c1 + i * ow, *restrict r2 = c2 + i * ow;
+                dst[0] += r0[0];
+                dst[1] += r1[0];
+                for (size_t j = 1; j < ow; j++) {
+                    dst[2 * j] += r0[j] + r2[j - 1];
+                    dst[2 * j + 1] += r1[j];
+                }
+                dst[2 * ow] += r2[ow - 1];
+            }
+            row += 3 * n;
+            continue;
+        }
+        for (size_t v = 0; v < k; v++) {
+            for (size_t i = 0; i < oh; i++) {
+                float *restrict dst = plane + (s * i + u) * width + v;
+                const float *restrict src = row + i * ow;
+                for (size_t j = 0; j < ow; j++) dst[s * j] += src[j];
+            }
+            row += n;
+        }
+    }
+}
+
+/// col2im, the adjoint of conv_unfold: dx[ch][s·i + u][s·j + v] += cols[(ch·k + u)·k + v][i·ow + j], one channel
+/// plane at a time while it is in cache: with `overwrite` the plane is zeroed first (dx = the fold, no memset of the
+/// whole tensor before it), and with `relu_mask` (shaped as dx: the output y of the ReLU whose input gradient dx is)
+/// each element then becomes 0 where y ≤ 0, as torch's threshold_backward (a NaN y keeps the gradient).
+static CK_TARGET void F(conv_fold)(const float *restrict cols, float *restrict dx, size_t channels, size_t height,
+                                   size_t width, size_t k, size_t s, size_t oh, size_t ow, int overwrite,
+                                   const float *restrict relu_mask) {
+    const size_t area = height * width;
     for (size_t ch = 0; ch < channels; ch++) {
-        float *plane = dx + ch * height * width;
-        for (size_t u = 0; u < k; u++) {
-            if (k == 3 && s == 2 && ow >= 1) {
-                const float *c0 = row, *c1 = row + n, *c2 = row + 2 * n;
-                for (size_t i = 0; i < oh; i++) {
-                    float *restrict dst = plane + (2 * i + u) * width;
-                    const float *restrict r0 = c0 + i * ow, *restrict r1 = c1 + i * ow, *restrict r2 = c2 + i * ow;
-                    dst[0] += r0[0];
-                    dst[1] += r1[0];
-                    for (size_t j = 1; j < ow; j++) {
-                        dst[2 * j] += r0[j] + r2[j - 1];
-                        dst[2 * j + 1] += r1[j];
-                    }
-                    dst[2 * ow] += r2[ow - 1];
-                }
-                row += 3 * n;
-                continue;
+        float *plane = dx + ch * area;
+        if (overwrite) {
+            size_t e = 0;
+            for (; e + CK_W <= area; e += CK_W) F(stf)(plane + e, (VF)0.0f);
+            for (; e < area; e++) plane[e] = 0.0f;
+        }
+        F(fold_plane)(cols + ch * k * k * oh * ow, plane, width, k, s, oh, ow);
+        if (relu_mask) {
+            const float *mask = relu_mask + ch * area;
+            size_t e = 0;
+            for (; e + CK_W <= area; e += CK_W) {
+                const VI off = F(ldf)(mask + e) <= 0.0f;   // all ones where y ≤ 0
+                F(stf)(plane + e, (VF)((VI)F(ldf)(plane + e) & ~off));
             }
-            for (size_t v = 0; v < k; v++) {
-                for (size_t i = 0; i < oh; i++) {
-                    float *restrict dst = plane + (s * i + u) * width + v;
-                    const float *restrict src = row + i * ow;
-                    for (size_t j = 0; j < ow; j++) dst[s * j] += src[j];
-                }
-                row += n;
-            }
+            for (; e < area; e++) plane[e] = mask[e] <= 0.0f ? 0.0f : plane[e];
         }
     }
 }

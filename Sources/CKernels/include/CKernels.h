@@ -122,9 +122,11 @@ void ck_softmax_backward(ck_path path, const float *p, float *d, size_t rows, si
 /// im2col for one utterance: x [channels, height, width] → cols [channels·k·k, oh·ow], kernel k, stride s, no padding.
 void ck_conv_unfold(ck_path path, const float *x, float *cols, size_t channels, size_t height, size_t width, size_t k,
                     size_t s, size_t oh, size_t ow);
-/// col2im (the adjoint): dx [channels, height, width] += the columns folded back.
+/// col2im (the adjoint): dx [channels, height, width] += the columns folded back, one channel plane at a time; with
+/// `overwrite` each plane is zeroed first (dx = the fold), and with `relu_mask` (shaped as dx, the output y of the
+/// ReLU whose input gradient dx is) each folded element becomes 0 where y <= 0 (torch's threshold_backward).
 void ck_conv_fold(ck_path path, const float *cols, float *dx, size_t channels, size_t height, size_t width, size_t k,
-                  size_t s, size_t oh, size_t ow);
+                  size_t s, size_t oh, size_t ow, int overwrite, const float *relu_mask);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Rounding of float32 buffers to IEEE binary16 (float16) or bfloat16, returned as float32 values: round to nearest,

@@ -56,14 +56,20 @@ public final class Conv2d {
         ck_conv_unfold(VectorPath.current.ck, x, cols.pointer, inChannels, height, width, kernel, stride, outH, outW)
     }
 
-    /// dx[c, s·i + u, s·j + v] += dcols[(c·k + u)·k + v, i·W' + j] (a vector kernel).
-    private func fold(into dx: UnsafeMutablePointer<Float>, height: Int, width: Int, outH: Int, outW: Int) {
-        ck_conv_fold(VectorPath.current.ck, cols.pointer, dx, inChannels, height, width, kernel, stride, outH, outW)
+    /// dx[c, s·i + u, s·j + v] = Σ dcols[(c·k + u)·k + v, i·W' + j], then 0 where reluMask ≤ 0 (a vector kernel,
+    /// one channel plane at a time).
+    private func fold(into dx: UnsafeMutablePointer<Float>, reluMask: UnsafePointer<Float>?, height: Int, width: Int,
+                      outH: Int, outW: Int) {
+        ck_conv_fold(VectorPath.current.ck, cols.pointer, dx, inChannels, height, width, kernel, stride, outH, outW, 1, reluMask)
     }
 
-    /// x [B, Cin, H, W] → y [B, Cout, H', W'].
+    /// x [B, Cin, H, W] → y [B, Cout, H', W'], and with `relu` y = relu(conv(x)) in place, one utterance at a time
+    /// (a ReLU straight after the convolution: no pass of its own over the batch, no second tensor).
+    ///
+    /// In float32 each utterance's output starts as the bias and the product is added to it (sgemm β = 1: no zeroing
+    /// pass inside the BLAS, no bias pass after it); the sums differ from product-then-bias only in rounding order.
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, height: Int, width: Int,
-                        amp: ReducedPrecision? = nil) {
+                        amp: ReducedPrecision? = nil, relu: Bool = false) {
         let outH = outputSize(height), outW = outputSize(width), n = outH * outW
         cols.resize(to: patch * n)
         precision = amp
@@ -74,12 +80,24 @@ public final class Conv2d {
             unfold(x + b * inChannels * height * width, height: height, width: width, outH: outH, outW: outW)
             amp?.round(cols.pointer, count: patch * n)
             let yb = y + b * outChannels * n
-            BLAS.sgemm(transposeA: false, transposeB: false, m: outChannels, n: n, k: patch,
-                       a: weight, lda: patch, b: cols.pointer, ldb: n, beta: 0, c: yb, ldc: n)
-            if let amp, hasBias { amp.round(yb, count: outChannels * n) }   // cuDNN's product, before ATen adds the bias
-            if hasBias { for o in 0..<outChannels { let bo = bias[o]; let r = yb + o * n; for t in 0..<n { r[t] += bo } } }
+            if amp == nil, hasBias {
+                for o in 0..<outChannels { Kernels.fill(yb + o * n, count: n, value: bias[o]) }
+                BLAS.sgemm(transposeA: false, transposeB: false, m: outChannels, n: n, k: patch,
+                           a: weight, lda: patch, b: cols.pointer, ldb: n, beta: 1, c: yb, ldc: n)
+            } else {
+                BLAS.sgemm(transposeA: false, transposeB: false, m: outChannels, n: n, k: patch,
+                           a: weight, lda: patch, b: cols.pointer, ldb: n, beta: 0, c: yb, ldc: n)
+                if let amp, hasBias {
+                    amp.round(yb, count: outChannels * n)   // cuDNN's product, before ATen adds the bias
+                    for o in 0..<outChannels { let bo = bias[o]; let r = yb + o * n; for t in 0..<n { r[t] += bo } }
+                }
+            }
+            if amp == nil, relu { Kernels.relu(yb, yb, count: outChannels * n) }
         }
-        amp?.round(y, count: batch * outChannels * n)
+        if let amp {
+            amp.round(y, count: batch * outChannels * n)
+            if relu { Kernels.relu(y, y, count: batch * outChannels * n) }   // relu of a p value is one
+        }
     }
 
     /// Σ x over one output plane, in 16 float partial sums (a plain reduction loop stays scalar: float addition does
@@ -105,9 +123,11 @@ public final class Conv2d {
         return (UnsafePointer(roundedWeight.pointer), UnsafePointer(roundedBias.pointer))
     }
 
-    /// Adds the parameter gradients (when `accumulate`) and writes dx (when non-nil).
+    /// Adds the parameter gradients (when `accumulate`) and writes dx (when non-nil). With `reluMask` (shaped as x:
+    /// the output of the ReLU that made x) dx is the gradient before that ReLU: 0 where the mask is ≤ 0, as torch's
+    /// threshold_backward — applied as each channel plane is folded, not in a pass of its own.
     public func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
-                         batch: Int, height: Int, width: Int, accumulate: Bool) {
+                         reluMask: UnsafePointer<Float>? = nil, batch: Int, height: Int, width: Int, accumulate: Bool) {
         let outH = outputSize(height), outW = outputSize(width), n = outH * outW
         cols.resize(to: patch * n)
         let g = store.gradients.pointer
@@ -122,7 +142,6 @@ public final class Conv2d {
                 weightGradient = batchGradient.pointer; biasGradient = batchGradient.pointer + outChannels * patch
             }
         }
-        if let dx { Kernels.fill(dx, count: batch * inChannels * height * width, value: 0) }
         for b in 0..<batch {
             let dyb = dy + b * outChannels * n
             if accumulate {
@@ -135,7 +154,8 @@ public final class Conv2d {
             if let dx {
                 BLAS.sgemm(transposeA: true, transposeB: false, m: patch, n: n, k: outChannels,
                            a: weight, lda: patch, b: dyb, ldb: n, beta: 0, c: cols.pointer, ldc: n)
-                fold(into: dx + b * inChannels * height * width, height: height, width: width, outH: outH, outW: outW)
+                let offset = b * inChannels * height * width
+                fold(into: dx + offset, reluMask: reluMask.map { $0 + offset }, height: height, width: width, outH: outH, outW: outW)
             }
         }
         if let amp = precision {

@@ -14,6 +14,9 @@ public final class Conv2dPrenet {
         let conv: Conv2d
         let norm: BatchNorm2d?
         let activation: Layer?
+        /// A ReLU runs in place on the output it follows (the convolution's, inside it, or the BatchNorm's), and its
+        /// backward rides on the fold of the convolution above (or, for the last stage, runs in place).
+        var inPlaceReLU: Bool { activation is ReLU }
         var height = 0, width = 0   // input plane of this stage
         let convOut = FloatBuffer(count: 0), normOut = FloatBuffer(count: 0), actOut = FloatBuffer(count: 0)
         let dOut = FloatBuffer(count: 0), dIn = FloatBuffer(count: 0)
@@ -103,15 +106,17 @@ public final class Conv2dPrenet {
             let s = stages[i]
             let oh = s.conv.outputSize(h), ow = s.conv.outputSize(w), n = batch * s.conv.outChannels * oh * ow
             s.convOut.resize(to: n)
-            s.conv.forward(x, s.convOut.pointer, batch: batch, height: h, width: w, amp: amp)
+            s.conv.forward(x, s.convOut.pointer, batch: batch, height: h, width: w, amp: amp,
+                           relu: s.inPlaceReLU && s.norm == nil)
             var y = UnsafeMutablePointer(s.convOut.pointer)
             if let norm = s.norm {
                 s.normOut.resize(to: n)
                 try norm.forward(y, s.normOut.pointer, batch: batch, plane: oh * ow, training: context.training)
                 amp?.round(s.normOut.pointer, count: n)
                 y = s.normOut.pointer
+                if s.inPlaceReLU { Kernels.relu(y, y, count: n) }   // relu of a p value is one
             }
-            if let a = s.activation {
+            if let a = s.activation, !s.inPlaceReLU {
                 s.actOut.resize(to: n)
                 a.forward(Matrix(y, rows: 1, cols: n), Matrix(s.actOut.pointer, rows: 1, cols: n), context: context)
                 amp?.round(s.actOut.pointer, count: n)
@@ -178,7 +183,13 @@ public final class Conv2dPrenet {
             let s = stages[last]
             let oh = s.conv.outputSize(s.height), ow = s.conv.outputSize(s.width), n = batch * s.conv.outChannels * oh * ow
             var d = s.dOut.pointer
-            if let a = s.activation {
+            if s.inPlaceReLU {
+                // below the last stage the fold of the convolution above already applied the ReLU's mask
+                if last == stages.count - 1 {
+                    Kernels.reluBackward(y: stageOutput(last), dy: d, dx: d, count: n)
+                    precision?.round(d, count: n)
+                }
+            } else if let a = s.activation {
                 let pre = s.norm == nil ? s.convOut.pointer : s.normOut.pointer
                 a.backward(x: Matrix(pre, rows: 1, cols: n), y: Matrix(s.actOut.pointer, rows: 1, cols: n),
                            dy: Matrix(d, rows: 1, cols: n), dx: Matrix(d, rows: 1, cols: n), accumulate: accumulate)
@@ -191,20 +202,22 @@ public final class Conv2dPrenet {
                 d = s.dIn.pointer
             }
             let x = last == 0 ? input! : UnsafePointer(stageOutput(last - 1))
-            var dx: UnsafeMutablePointer<Float>? = nil
+            var dx: UnsafeMutablePointer<Float>? = nil, reluMask: UnsafePointer<Float>? = nil
             if last > 0 {
                 let below = stages[last - 1]
                 below.dOut.resize(to: batch * s.conv.inChannels * s.height * s.width)
                 dx = below.dOut.pointer
+                if below.inPlaceReLU { reluMask = x }
             }
-            s.conv.backward(x: x, dy: d, dx: dx, batch: batch, height: s.height, width: s.width, accumulate: accumulate)
+            s.conv.backward(x: x, dy: d, dx: dx, reluMask: reluMask, batch: batch, height: s.height, width: s.width,
+                            accumulate: accumulate)
             last -= 1
         }
     }
 
     private func stageOutput(_ i: Int) -> UnsafeMutablePointer<Float> {
         let s = stages[i]
-        return s.activation != nil ? s.actOut.pointer : s.norm != nil ? s.normOut.pointer : s.convOut.pointer
+        return s.activation != nil && !s.inPlaceReLU ? s.actOut.pointer : s.norm != nil ? s.normOut.pointer : s.convOut.pointer
     }
 
 }

@@ -390,6 +390,7 @@ import Testing
     /// seen 4.8e-4).
     @Test(arguments: [PrenetCase(batchNorm: true, conv: "GELU", linear: "GELU"),
                       PrenetCase(batchNorm: false, conv: "ReLU", linear: nil),
+                      PrenetCase(batchNorm: true, conv: "ReLU", linear: nil),
                       PrenetCase(batchNorm: true, conv: "LeakyReLU", linear: "ReLU")])
     func conv2dPrenet(_ pc: PrenetCase) throws {
         let prenet = try Conv2dPrenet(featDim: 12, convDims: [3, 4], batchNorm: pc.batchNorm,

@@ -559,7 +559,23 @@ import Testing
                 let dcols = random(channels * k * k * n, seed: 91, -1, 1), base = random(channels * height * width, seed: 92, -1, 1)
                 let dx = expectSameAsBaseline(path, "fold k=\(k) s=\(s)") {
                     var d = base
-                    dcols.withUnsafeBufferPointer { cp in d.withUnsafeMutableBufferPointer { ck_conv_fold(VectorPath.current.ck, cp.baseAddress!, $0.baseAddress!, channels, height, width, k, s, oh, ow) } }
+                    dcols.withUnsafeBufferPointer { cp in d.withUnsafeMutableBufferPointer { ck_conv_fold(VectorPath.current.ck, cp.baseAddress!, $0.baseAddress!, channels, height, width, k, s, oh, ow, 0, nil) } }
+                    return d
+                }
+                // overwrite (what dx held before does not count) and a ReLU's mask: 0 where y ≤ 0 (−0 and 0 too), the
+                // gradient where y > 0 or y is NaN (torch's threshold_backward)
+                var mask = random(channels * height * width, seed: 93, -1, 1)
+                mask[0] = 0; mask[1] = -0.0; mask[2] = .nan
+                let masked = expectSameAsBaseline(path, "fold overwrite+mask k=\(k) s=\(s)") {
+                    var d = [Float](repeating: .nan, count: channels * height * width)
+                    dcols.withUnsafeBufferPointer { cp in mask.withUnsafeBufferPointer { mp in d.withUnsafeMutableBufferPointer {
+                        ck_conv_fold(VectorPath.current.ck, cp.baseAddress!, $0.baseAddress!, channels, height, width, k, s, oh, ow, 1, mp.baseAddress!)
+                    } } }
+                    return d
+                }
+                let alone = expectSameAsBaseline(path, "fold overwrite k=\(k) s=\(s)") {
+                    var d = [Float](repeating: .nan, count: channels * height * width)
+                    dcols.withUnsafeBufferPointer { cp in d.withUnsafeMutableBufferPointer { ck_conv_fold(VectorPath.current.ck, cp.baseAddress!, $0.baseAddress!, channels, height, width, k, s, oh, ow, 1, nil) } }
                     return d
                 }
                 var want = base.map(Double.init), magnitude = base.map { abs(Double($0)) }
@@ -570,6 +586,12 @@ import Testing
                 let terms = Double(k * k + 1)
                 let bad = (0..<dx.count).filter { abs(Double(dx[$0]) - want[$0]) > terms * 0x1p-24 * magnitude[$0] }
                 #expect(bad.isEmpty, "fold \(path) k=\(k) s=\(s) \(channels)x\(height)x\(width): \(bad.count) values off, first \(bad.first.map { "\(dx[$0]) want \(want[$0])" } ?? "")")
+                // the folded sums alone, then masked
+                let sums = zip(want, base).map { $0 - Double($1) }, sumMagnitude = zip(magnitude, base).map { $0 - abs(Double($1)) }
+                let badAlone = (0..<alone.count).filter { !(abs(Double(alone[$0]) - sums[$0]) <= terms * 0x1p-24 * sumMagnitude[$0]) }
+                #expect(badAlone.isEmpty, "fold overwrite \(path) k=\(k) s=\(s): \(badAlone.count) values off, first \(badAlone.first.map { "\(alone[$0]) want \(sums[$0])" } ?? "")")
+                let badMasked = (0..<masked.count).filter { !same(masked[$0], mask[$0] <= 0 ? 0 : alone[$0]) }
+                #expect(badMasked.isEmpty, "fold masked \(path) k=\(k) s=\(s): \(badMasked.count) values off")
             }
         }
     }
