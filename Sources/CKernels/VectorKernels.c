@@ -153,6 +153,10 @@ void ck_softmax_backward(ck_path path, const float *p, float *d, size_t rows, si
     CK_CALL(softmax_backward, p, d, rows, k)
 }
 
+void ck_sum_sources(ck_path path, const float *const *src, size_t sources, float *dst, size_t n) {
+    CK_CALL(sum_sources, src, sources, dst, n)
+}
+
 void ck_conv_unfold(ck_path path, const float *x, float *cols, size_t channels, size_t height, size_t width, size_t k,
                     size_t s, size_t oh, size_t ow) {
     CK_CALL(conv_unfold, x, cols, channels, height, width, k, s, oh, ow)

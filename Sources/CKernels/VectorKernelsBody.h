@@ -674,6 +674,22 @@ static CK_TARGET void F(conv_unfold)(const float *restrict x, float *restrict co
     }
 }
 
+/// dst[i] = ((src[0][i] + src[1][i]) + src[2][i]) + … in that order (the shared-memory gradient sum); dst may be
+/// one of the sources (each element is read before it is written).
+static CK_TARGET void F(sum_sources)(const float *const *src, size_t sources, float *dst, size_t n) {
+    size_t i = 0;
+    for (; i + CK_W <= n; i += CK_W) {
+        VF acc = F(ldf)(src[0] + i);
+        for (size_t k = 1; k < sources; k++) acc = acc + F(ldf)(src[k] + i);
+        F(stf)(dst + i, acc);
+    }
+    for (; i < n; i++) {
+        float acc = src[0][i];
+        for (size_t k = 1; k < sources; k++) acc = acc + src[k][i];
+        dst[i] = acc;
+    }
+}
+
 /// One channel plane of col2im: plane[s·i + u][s·j + v] += the k·k rows of `row` (each oh·ow long). For the usual
 /// k = 3, s = 2 the three kernel columns v of a row are added in one interleaved pass (even outputs get v = 0 and the
 /// previous v = 2, odd ones v = 1), which vectorises; other shapes add one v at a time.

@@ -25,4 +25,26 @@ static inline int scm_iprobe_any_source(int tag, MPI_Comm comm, int *source) {
     *source = (rc == MPI_SUCCESS && flag) ? status.MPI_SOURCE : -1;
     return rc;
 }
+
+// Shared-memory windows (the gradient sums of ranks on one node). `node` receives the communicator of the ranks that
+// share memory with this one; the window gives each rank `bytes` of its own (alloc_shared_noncontig: each segment on
+// pages of its own, first touched by its owner), and `base` this rank's segment.
+static inline int scm_split_shared(MPI_Comm comm, MPI_Comm *node) {
+    return MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, node);
+}
+static inline int scm_win_allocate_shared(size_t bytes, MPI_Comm comm, float **base, MPI_Win *win) {
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "alloc_shared_noncontig", "true");
+    int rc = MPI_Win_allocate_shared((MPI_Aint)bytes, (int)sizeof(float), info, comm, base, win);
+    MPI_Info_free(&info);
+    return rc;
+}
+static inline int scm_win_shared_query(MPI_Win win, int rank, float **base) {
+    MPI_Aint size = 0;
+    int unit = 0;
+    return MPI_Win_shared_query(win, rank, &size, &unit, base);
+}
+static inline int scm_win_lock_all(MPI_Win win) { return MPI_Win_lock_all(MPI_MODE_NOCHECK, win); }
+static inline MPI_Comm scm_comm_null(void) { return MPI_COMM_NULL; }
 #endif

@@ -40,6 +40,8 @@ struct BenchASRCommand: ParsableCommand {
     @Option(name: .customLong("conv_dims"), help: ArgumentHelp("The conv prenet's two channel counts.", valueName: "c,c")) var convDims: OptionText = "256,256"
     @Option(help: "Adam's learning rate. (default: 0.001)") var lr: OptionText?
     @Option(help: "Seed of the weights and the synthetic data. (default: 0)") var seed: OptionText?
+    @Option(name: .customLong("shared_memory"), help: ArgumentHelp("Sum gradients in a shared-memory window when every rank is on one node (true), or by MPI_Allreduce (false).", valueName: "bool"))
+    var sharedMemory: OptionText = "true"
     @Option(name: .customLong("blas_threads"), help: ArgumentHelp("OpenBLAS threads per rank.", valueName: "n")) var blasThreads: OptionText = "1"
     @Option(name: .customLong("result_path"), help: ArgumentHelp("Folder for rank 0's bench.json and bench.txt.", valueName: "dir"))
     var resultPath: String?
@@ -73,6 +75,11 @@ struct BenchASRCommand: ParsableCommand {
         c.lr = rate
         guard let s = UInt64(seedText) else { throw BenchmarkError.invalid(option: "seed", reason: "must be a non-negative integer, found '\(seedText)'") }
         c.seed = s
+        switch sharedMemory.text.trimmingCharacters(in: .whitespaces) {
+        case "true": c.sharedMemory = true
+        case "false": c.sharedMemory = false
+        default: throw BenchmarkError.invalid(option: "shared_memory", reason: "must be true or false, found '\(sharedMemory.text)'")
+        }
         let threads = try OptionText.integer(blasThreads, "blas_threads")
         guard threads >= 1 else { throw BenchmarkError.invalid(option: "blas_threads", reason: "must be >= 1, found \(threads)") }
         return c

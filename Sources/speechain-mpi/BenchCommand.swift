@@ -27,6 +27,8 @@ struct BenchCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Layer widths, input,hidden…,classes.", valueName: "w,w,…")) var dims: OptionText = "512,2048,2048,2048,512"
     @Option(help: "Adam's learning rate. (default: 0.001)") var lr: OptionText?
     @Option(help: "Seed of the weights and the synthetic data. (default: 0)") var seed: OptionText?
+    @Option(name: .customLong("shared_memory"), help: ArgumentHelp("Sum gradients in a shared-memory window when every rank is on one node (true), or by MPI_Allreduce (false).", valueName: "bool"))
+    var sharedMemory: OptionText = "true"
     @Option(name: .customLong("blas_threads"), help: ArgumentHelp("OpenBLAS threads per rank.", valueName: "n")) var blasThreads: OptionText = "1"
     @Option(name: .customLong("gemm_size"), help: ArgumentHelp("Side of the square sgemm measuring the peak.", valueName: "n"))
     var gemmSize: OptionText = "1024"
@@ -54,6 +56,11 @@ struct BenchCommand: ParsableCommand {
         c.seed = s
         c.gemmSize = try OptionText.integer(gemmSize, "gemm_size")
         c.syncChunk = try syncChunk.map { try OptionText.integer($0, "sync_chunk") }
+        switch sharedMemory.text.trimmingCharacters(in: .whitespaces) {
+        case "true": c.sharedMemory = true
+        case "false": c.sharedMemory = false
+        default: throw BenchmarkError.invalid(option: "shared_memory", reason: "must be true or false, found '\(sharedMemory.text)'")
+        }
         let threads = try OptionText.integer(blasThreads, "blas_threads")
         guard threads >= 1 else { throw BenchmarkError.invalid(option: "blas_threads", reason: "must be >= 1, found \(threads)") }
         return c

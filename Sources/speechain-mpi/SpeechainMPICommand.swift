@@ -15,7 +15,8 @@ struct SpeechainMPICommand: ParsableCommand {
             with ReLU, Adam (lr 0.005) under Noam (warmup_steps 20), 3 epochs of batch 32. Run under mpirun or \
             srun it trains data-parallel, one rank per process.
             """,
-        subcommands: [DataCommand.self, BenchCommand.self, BenchAMPCommand.self, BenchASRCommand.self, BenchFrontendCommand.self])
+        subcommands: [DataCommand.self, BenchCommand.self, BenchAMPCommand.self, BenchASRCommand.self, BenchFrontendCommand.self,
+                      SharedSumCheckCommand.self])
 
     @Option(help: "SpeeChain-style experiment YAML (experiment keys, data_cfg, train_cfg; !ref and !tuple understood).")
     var config: String?

@@ -119,6 +119,10 @@ void ck_layer_norm_backward(ck_path path, const float *x, const float *dy, size_
 /// Per row of [rows, k]: d ← p ⊙ (d − Σ_j p_j·d_j) (softmax backward; the dot in double over 16 partial sums).
 void ck_softmax_backward(ck_path path, const float *p, float *d, size_t rows, size_t k);
 
+/// dst[i] = ((src[0][i] + src[1][i]) + src[2][i]) + … over `sources` buffers, in that order on every path; dst may be
+/// one of the sources.
+void ck_sum_sources(ck_path path, const float *const *src, size_t sources, float *dst, size_t n);
+
 /// im2col for one utterance: x [channels, height, width] → cols [channels·k·k, oh·ow], kernel k, stride s, no padding.
 void ck_conv_unfold(ck_path path, const float *x, float *cols, size_t channels, size_t height, size_t width, size_t k,
                     size_t s, size_t oh, size_t ow);

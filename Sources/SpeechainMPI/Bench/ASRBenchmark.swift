@@ -44,6 +44,8 @@ public enum ASRBenchmark {
         public var warmup = 2
         public var lr = 1e-3
         public var seed: UInt64 = 0
+        /// Sum the gradients in a shared-memory window when every rank is on one node (as the trainer does).
+        public var sharedMemory = true
         public init() {}
 
         public static let lengthModes = ["random", "by_rank"]
@@ -95,6 +97,8 @@ public enum ASRBenchmark {
         public var nodes = 0
         public var worldSize = 1
         public var blas = ""
+        /// How the ranks summed gradients (the trainer's start line says the same).
+        public var gradientSum = ""
         public var blasThreads = 1
         public var flushDenormal = false
         public var configuration = Configuration()
@@ -253,7 +257,9 @@ public enum ASRBenchmark {
         // Every rank builds the same model from the same seed; the checksums at the end show the replicas agree.
         let model = try makeModel(config)
         report.parameters = model.parameters.count
-        let sync = TimedSynchronizer(communicator: communicator)
+        let (inner, gradientSum) = try gradientSynchronizer(model.parameters, communicator, sharedMemory: config.sharedMemory)
+        report.gradientSum = gradientSum
+        let sync = TimedSynchronizer(communicator: communicator, inner: inner)
         let scheduler = try OptimScheduler(name: "main", type: "const.ConstantLr",
                                            conf: ["optim_type": .string("Adam"),
                                                   "optim_conf": .map(["lr": .double(config.lr), "betas": .list([.double(0.9), .double(0.98)])])],
@@ -406,7 +412,8 @@ extension ASRBenchmark.Report {
         var lines = [
             "bench-asr: ar_asr.ARASR, conv \(c.convDims) → \(c.dModel), \(c.encoderLayers)+\(c.decoderLayers) layers, \(c.heads) heads, FFN \(c.ffn), vocabulary \(c.vocabulary); \(parameters) parameters",
             "ranks:     \(worldSize) on \(nodes) node(s); \(host): \(cpu), \(cores) cores; \(blasThreads) BLAS thread(s) per rank",
-            "machine:   \(blas); denormals \(flushDenormal ? "flushed" : "kept"); \(date)",
+            "machine:   \(blas); denormals \(flushDenormal ? "flushed" : "kept"); \(date)"
+                + (worldSize > 1 ? "; gradients \(gradientSum)" : ""),
             "batch:     \(batchPerRank) per rank (global \(globalBatch)) × \(lengths) × 80 (mean \(f(meanFrames)) padded), \(c.tokens) tokens at \(c.frames) frames; "
                 + "accum_grad \(c.accumGrad), \(c.steps) timed steps after \(c.warmup) warm-up; loss \(f(Double(firstLoss), 2)) → \(f(Double(lastLoss), 2))",
             "step:      \(f(stepMs, 1)) ms = \(f(utterancesPerSecond, 2)) utterances/s (\(f(samplesPerSecondMean, 2)) over the whole timed run); per update \(f(updateMs, 1)) ms = "

@@ -28,6 +28,8 @@ public enum ScalingBenchmark {
         public var gemmSize = 1024
         /// Elements per MPI_Allreduce in the gradient synchronisation (nil: the communicator's default).
         public var syncChunk: Int?
+        /// Sum the gradients in a shared-memory window when every rank is on one node (as the trainer does).
+        public var sharedMemory = true
 
         public init() {}
 
@@ -85,6 +87,8 @@ public enum ScalingBenchmark {
         /// The BLAS library, version and kernels in use (BLASKernels), and whether denormals are flushed.
         public var blas = ""
         public var flushDenormal = false
+        /// How the ranks summed gradients (the trainer's start line says the same).
+        public var gradientSum = ""
         public var configuration = Configuration()
         public var batchPerRank = 0
         public var globalBatch = 0
@@ -148,7 +152,8 @@ public enum ScalingBenchmark {
                                       seed: config.seed)
         try communicator.broadcast(model.parameters.values.pointer, count: model.parameters.count, root: 0)
         let options = TrainingOptions(accumGrad: config.accumGrad, gradClip: 0)
-        let sync = TimedSynchronizer(communicator: communicator)
+        let (inner, gradientSum) = try gradientSynchronizer(model.parameters, communicator, sharedMemory: config.sharedMemory)
+        let sync = TimedSynchronizer(communicator: communicator, inner: inner)
         let scheduler = try OptimScheduler(
             name: "main", type: "const.ConstantLr",
             conf: ["optim_type": .string("Adam"), "optim_conf": .map(["lr": .double(config.lr)])],
@@ -217,6 +222,7 @@ public enum ScalingBenchmark {
         report.flopsPerSample = Workload.flopsPerSample(dims: dims)
         report.blasThreads = BLAS.threadCount
         report.blas = BLASKernels.current().description
+        report.gradientSum = gradientSum
         report.flushDenormal = Denormals.flushed
         report.cores = ProcessInfo.processInfo.activeProcessorCount
         report.host = ProcessInfo.processInfo.hostName
@@ -369,17 +375,29 @@ public enum ScalingBenchmark {
     }
 }
 
-/// Wraps the gradient allreduce of the benchmark: a barrier first, so that waiting for the slowest rank is timed
-/// apart from the synchronisation itself.
+/// The benchmarks' gradient sum, chosen as the trainer chooses it (collective): a shared-memory window when every
+/// rank is on one node and `sharedMemory`, else MPI_Allreduce; and the words for the report.
+func gradientSynchronizer(_ store: ParameterStore, _ communicator: Communicator, sharedMemory: Bool) throws
+    -> (CountingSynchronizer, String) {
+    let mpi = GradientAllreduce(communicator: communicator)
+    guard communicator.size > 1, let world = communicator as? MPICommunicator else { return (mpi, "") }
+    switch try SharedGradientWindow.make(for: store, communicator: world, enabled: sharedMemory) {
+    case .success(let window): return (SharedMemoryAllreduce(window: window), "summed in shared memory")
+    case .failure(let why): return (mpi, "summed by MPI_Allreduce (\(why))")
+    }
+}
+
+/// Wraps the gradient synchronisation of the benchmark: a barrier first, so that waiting for the slowest rank is
+/// timed apart from the synchronisation itself.
 final class TimedSynchronizer: GradientSynchronizer {
-    let inner: GradientAllreduce
+    let inner: CountingSynchronizer
     let communicator: Communicator
     private(set) var waitSeconds = 0.0
     private(set) var syncSeconds = 0.0
 
-    init(communicator: Communicator) {
+    init(communicator: Communicator, inner: CountingSynchronizer) {
         self.communicator = communicator
-        inner = GradientAllreduce(communicator: communicator)
+        self.inner = inner
     }
 
     func resetTimes() { waitSeconds = 0; syncSeconds = 0 }
@@ -407,7 +425,8 @@ extension ScalingBenchmark.Report {
         var lines = [
             "bench: MLP \(dims) (GELU, cross-entropy, Adam), \(parameters) parameters (\(f(mb, 2)) MB), \(f(flopsPerSample / 1e6, 2)) MFLOP per sample",
             "ranks:      \(worldSize) on \(nodes) node(s); \(host): \(cpu), \(cores) cores; \(blasThreads) BLAS thread(s) per rank",
-            "blas:       \(blas); denormals \(flushDenormal ? "flushed to zero" : "kept (flush_denormal off)")",
+            "blas:       \(blas); denormals \(flushDenormal ? "flushed to zero" : "kept (flush_denormal off)")"
+                + (worldSize > 1 ? "; gradients \(gradientSum)" : ""),
             "batch:      \(batchPerRank) per rank (global \(globalBatch)), accum_grad \(c.accumGrad), \(c.steps) timed steps after \(c.warmup) warmup",
             "throughput: \(f(samplesPerSecond)) samples/s (median update; \(f(samplesPerSecondMean)) over the whole timed run)",
             "step:       \(f(stepMs, 2)) ms per step, \(f(updateMs, 2)) ms per update = compute \(f(computeMs, 2)) (forward \(f(forwardMs, 2)) + backward \(f(backwardMs, 2)))"

@@ -8,7 +8,9 @@ import Foundation
 public final class MPICommunicator: Communicator {
     public let rank: Int
     public let size: Int
-    private let comm: MPI_Comm
+    let comm: MPI_Comm
+    /// Shared-memory windows to free (collectively) before MPI_Finalize.
+    private var windows: [MPI_Win] = []
     private let watchdog: CollectiveWatchdog
     /// Stable storage for the small collectives' values (1 + size Int64), valid while their requests are in flight.
     private let scratch: UnsafeMutablePointer<Int64>
@@ -184,11 +186,21 @@ public final class MPICommunicator: Communicator {
         exit(code)
     }
 
-    /// Ends MPI cleanly; call once at the end of a successful run.
+    /// Keeps a window (locked for passive access) until `finalize`, which frees it on every rank.
+    func keepUntilFinalize(_ window: MPI_Win) { windows.append(window) }
+
+    /// Ends MPI cleanly (the shared-memory windows first); call once at the end of a successful run.
     public func finalize() {
         var finalized: Int32 = 0
         MPI_Finalized(&finalized)
-        if finalized == 0 { MPI_Finalize() }
+        guard finalized == 0 else { return }
+        for w in windows {
+            MPI_Win_unlock_all(w)
+            var freed: MPI_Win? = w
+            MPI_Win_free(&freed)
+        }
+        windows = []
+        MPI_Finalize()
     }
 }
 

@@ -48,6 +48,14 @@ public final class ParameterStore {
         gradients = FloatBuffer(count: n)
     }
 
+    /// Moves the gradients into `buffer` (as many floats; the current values are copied): a rank's segment of a
+    /// shared-memory window, where the ranks of a node sum them (SharedMemoryAllreduce).
+    public func adoptGradients(_ buffer: FloatBuffer) {
+        precondition(buffer.count == gradients.count)
+        buffer.pointer.update(from: gradients.pointer, count: gradients.count)
+        gradients = buffer
+    }
+
     public func info(_ name: String) -> ParameterInfo? { index[name].map { entries[$0] } }
 
     public func range(ofModule name: String) -> Range<Int>? { modules.first { $0.name == name }?.range }

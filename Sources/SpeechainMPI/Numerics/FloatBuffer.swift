@@ -4,6 +4,8 @@ public final class FloatBuffer {
     public private(set) var pointer: UnsafeMutablePointer<Float>
     public private(set) var count: Int
     private var capacity: Int
+    /// Set for memory this buffer does not own (`init(borrowing:)`): what to do instead of freeing it.
+    private let release: (() -> Void)?
 
     public init(count: Int, repeating value: Float = 0) {
         precondition(count >= 0)
@@ -11,6 +13,16 @@ public final class FloatBuffer {
         pointer = .allocate(capacity: capacity)
         pointer.initialize(repeating: value, count: capacity)
         self.count = count
+        release = nil
+    }
+
+    /// A view of `count` floats someone else owns (a segment of a shared-memory window): never reallocated;
+    /// `release` runs when the buffer goes.
+    public init(borrowing pointer: UnsafeMutablePointer<Float>, count: Int, release: @escaping () -> Void) {
+        self.pointer = pointer
+        self.count = count
+        capacity = count
+        self.release = release
     }
 
     public convenience init(_ values: [Float]) {
@@ -18,12 +30,13 @@ public final class FloatBuffer {
         values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
     }
 
-    deinit { pointer.deallocate() }
+    deinit { if let release { release() } else { pointer.deallocate() } }
 
     /// Makes room for `newCount` values; contents are kept only when no reallocation is needed,
     /// so callers treat a resized buffer as uninitialised workspace.
     public func resize(to newCount: Int) {
         if newCount > capacity {
+            precondition(release == nil, "a borrowed buffer cannot grow")
             pointer.deallocate()
             capacity = newCount
             pointer = .allocate(capacity: capacity)

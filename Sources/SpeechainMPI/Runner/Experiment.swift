@@ -71,6 +71,8 @@ public struct Experiment: Sendable {
     /// Flush-to-zero and denormals-are-zero on the computing threads (torch.set_flush_denormal); on by default,
     /// since denormal floats stall some CPUs (Intel Xeon model 207: backward 10× slower).
     public var flushDenormal = true
+    /// When every rank is on one node, sum gradients in a shared-memory window instead of MPI_Allreduce.
+    public var sharedMemoryAllreduce = true
     /// With a config file and train_result_path, results go to `<train_result_path>/<config name>` (SpeeChain's default).
     public var attachConfigFolderToPath = true
     /// Lines for the user about keys accepted but not used (GPU and loader keys, unused variables); rank 0 prints them.
@@ -124,7 +126,7 @@ public struct Experiment: Sendable {
         "seed", "num_epochs", "accum_grad", "ft_factor", "grad_clip", "grad_norm_type", "use_amp", "valid_per_epochs",
         "report_per_steps", "best_model_selection", "early_stopping_patience", "last_model_number", "train_result_path",
         "resume", "init_weights", "check_consistency_every", "amp_dtype", "grad_scaler", "early_stopping_threshold",
-        "train", "test", "dry_run", "no_optim", "attach_config_folder_to_path", "flush_denormal",
+        "train", "test", "dry_run", "no_optim", "attach_config_folder_to_path", "flush_denormal", "shared_memory_allreduce",
         "collective_timeout", "test_model", "test_result_path", "infer_cfg", "attach_model_folder_when_test", "bad_cases_selection",
     ]
 
@@ -232,6 +234,7 @@ public struct Experiment: Sendable {
         trainResultPath = r.contains("train_result_path") ? try r.string("train_result_path", default: "") : nil
         attachConfigFolderToPath = try r.bool("attach_config_folder_to_path", default: true)
         flushDenormal = try r.bool("flush_denormal", default: true)
+        sharedMemoryAllreduce = try r.bool("shared_memory_allreduce", default: true)
         resume = try r.bool("resume", default: false)
         initWeights = r.contains("init_weights") ? try r.string("init_weights", default: "") : nil
         checkConsistencyEvery = try r.int("check_consistency_every", default: 0)
@@ -373,6 +376,7 @@ public struct Experiment: Sendable {
             }),
             "check_consistency_every": .int(checkConsistencyEvery), "collective_timeout": .double(collectiveTimeout),
             "attach_config_folder_to_path": .bool(attachConfigFolderToPath), "flush_denormal": .bool(flushDenormal),
+            "shared_memory_allreduce": .bool(sharedMemoryAllreduce),
         ]
         if let p = trainResultPath { keys["train_result_path"] = .string(p) }
         if let w = initWeights { keys["init_weights"] = .string(w) }

@@ -45,7 +45,7 @@ public final class Trainer {
     public let schedulers: [OptimScheduler]
     public let communicator: Communicator
     public let timer = StepTimer()
-    private let synchronizers: [GradientAllreduce?]
+    private var synchronizers: [CountingSynchronizer?]
     private let trainSet: any BatchSource
     private let validSet: (any BatchSource)?
     /// The batches the loading thread fills, kept across epochs (their buffers sized for the largest batch).
@@ -132,6 +132,26 @@ public final class Trainer {
         stepsPerEpoch = try communicator.allreduceMin(localStepsPerEpoch)
         reportInterval = Self.reportInterval(experiment.reportPerSteps, stepsPerEpoch: stepsPerEpoch)
         try communicator.broadcast(model.parameters.values.pointer, count: model.parameters.count, root: 0)
+        try chooseGradientSum()
+    }
+
+    /// How the ranks sum gradients, for the start line ("" in a world of one).
+    public private(set) var gradientSum = ""
+
+    /// Collective (here, after set-up agreed, not in it): when every rank is on one node the gradients move into a
+    /// shared-memory window and are summed there (SharedMemoryAllreduce); otherwise, or with
+    /// `shared_memory_allreduce: false`, by MPI_Allreduce.
+    private func chooseGradientSum() throws {
+        guard communicator.size > 1 else { return }
+        guard let mpi = communicator as? MPICommunicator else { gradientSum = "allreduce"; return }
+        switch try SharedGradientWindow.make(for: model.parameters, communicator: mpi, enabled: experiment.sharedMemoryAllreduce) {
+        case .success(let window):
+            synchronizers = schedulers.map { _ in SharedMemoryAllreduce(window: window) }
+            for (s, sync) in zip(schedulers, synchronizers) { s.synchronizer = sync }
+            gradientSum = "summed in shared memory (\(communicator.size) ranks on one node)"
+        case .failure(let why):
+            gradientSum = "summed by MPI_Allreduce (\(why == .disabled ? "shared_memory_allreduce: false" : why.description))"
+        }
     }
 
     /// Steps between report lines (SpeeChain's runner): report_per_steps N > 0 is N; 0 is a tenth of the epoch;
@@ -168,9 +188,9 @@ public final class Trainer {
             monitor.line(model.description)
             for s in schedulers { monitor.line("\(s.name): \(s.description)") }
             if communicator.size > 1 {
-                monitor.line(exp.train.isSpeech
+                monitor.line((exp.train.isSpeech
                     ? "data parallel over \(communicator.size) ranks, each global batch of \(trainSet) split by stride"
-                    : "data parallel over \(communicator.size) ranks, batch \(exp.batchSize) per rank")
+                    : "data parallel over \(communicator.size) ranks, batch \(exp.batchSize) per rank") + "; gradients \(gradientSum)")
             }
         }
         var epoch = state.epoch

@@ -62,18 +62,20 @@ func launchBench(np: Int?, _ arguments: [String], timeout: Double) throws -> Clu
         for line in ["throughput:", "step:", "allreduce:", "compute:", "memory:"] { #expect(r.stdout.contains(line)) }
     }
 
-    @Test(arguments: [1, 4])
-    func underMPIRunOneAllreducePerUpdate(accumGrad: Int) throws {
+    @Test(arguments: [(1, true), (4, true), (1, false), (4, false)])
+    func underMPIRunOneAllreducePerUpdate(accumGrad: Int, sharedMemory: Bool) throws {
         let steps = 4 * accumGrad
         let (r, report) = try bench(np: 2, ["--steps", "\(steps)", "--warmup", "\(accumGrad)", "--accum_grad", "\(accumGrad)",
-                                            "--batch_size", "8"])
+                                            "--batch_size", "8", "--shared_memory", "\(sharedMemory)"])
         #expect(r.status == 0, "\(r.stderr)")
         let b = try #require(report, "\(r.stdout)")
         #expect(b.worldSize == 2 && b.configuration.accumGrad == accumGrad)
         let updates = steps / accumGrad
         #expect(b.allreduceCalls == updates)
         #expect(b.allreduceBytes == updates * Self.parameters * 4)
-        #expect(b.mpiCalls == updates)
+        // in shared memory no MPI_Iallreduce at all
+        #expect(b.mpiCalls == (sharedMemory ? 0 : updates))
+        #expect(b.gradientSum == (sharedMemory ? "summed in shared memory" : "summed by MPI_Allreduce (shared memory switched off)"))
         #expect(b.globalBatch == 16)
         #expect(abs(b.samplesPerSecond * b.updateMs / 1e3 - Double(16 * accumGrad)) <= 1e-6 * Double(16 * accumGrad))
         #expect(b.rawAllreduceMs > 0 && b.syncOverRaw != nil)
@@ -82,7 +84,8 @@ func launchBench(np: Int?, _ arguments: [String], timeout: Double) throws -> Clu
     }
 
     @Test func strongScalingSplitsTheGlobalBatch() throws {
-        let (r, report) = try bench(np: 2, ["--steps", "2", "--warmup", "0", "--global_batch", "24", "--sync_chunk", "100"])
+        let (r, report) = try bench(np: 2, ["--steps", "2", "--warmup", "0", "--global_batch", "24", "--sync_chunk", "100",
+                                            "--shared_memory", "false"])
         #expect(r.status == 0, "\(r.stderr)")
         let b = try #require(report)
         #expect(b.batchPerRank == 12 && b.globalBatch == 24)

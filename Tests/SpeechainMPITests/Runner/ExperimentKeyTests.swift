@@ -129,6 +129,10 @@ import Testing
         KeyCase(key: "attach_config_folder_to_path", value: "false", option: nil,
                 effect: { w, wo in w.folder?.lastPathComponent == "results" && wo.folder?.lastPathComponent == "experiment" },
                 what: "results in train_result_path itself, not in <train_result_path>/<config name>"),
+        KeyCase(key: "shared_memory_allreduce", value: "false", option: nil, extra: ["--batch_size", "8"], np: 2,
+                effect: { $0.stdout.contains("gradients summed by MPI_Allreduce (shared_memory_allreduce: false)")
+                          && $1.stdout.contains("gradients summed in shared memory (2 ranks on one node)") },
+                what: "2 ranks on one node sum gradients by MPI_Allreduce instead of in a shared-memory window"),
         KeyCase(key: "flush_denormal", value: "false", option: ["--flush_denormal", "false"],
                 effect: { $0.summary["flush_denormal"] as? Bool == false && $1.summary["flush_denormal"] as? Bool == true }, what: "denormals kept"),
     ]
