@@ -37,7 +37,7 @@ public final class SharedGradientWindow {
             case .disabled: return "shared memory switched off"
             case .severalNodes(let n): return "ranks on \(n) nodes"
             case .noRoom(let dir, let free, let needed):
-                return "\(dir) has \(free / 1_000_000) MB free, a shared gradient window needs \(needed / 1_000_000) MB"
+                return "\(dir) takes \(free / 1_000_000) MB on some rank (free space or file-size limit), a shared gradient window needs \(needed / 1_000_000) MB"
             case .windowFailed(let code): return "MPI_Win_allocate_shared failed with MPI error \(code)"
             }
         }
@@ -61,16 +61,23 @@ public final class SharedGradientWindow {
         ProcessInfo.processInfo.environment["OMPI_MCA_osc_sm_backing_directory"] ?? "/dev/shm"
     }
 
+    /// Bytes a window's backing file can take here: the directory's free space, or less under a file-size limit
+    /// (`ulimit -f`: growing the file past it would kill the process with SIGXFSZ and leave the file behind).
     static func freeBytes(_ directory: String) -> Int? {
         var s = statvfs()
         guard statvfs(directory, &s) == 0 else { return nil }
-        return Int(s.f_bavail) * Int(s.f_frsize)
+        var free = Int(s.f_bavail) * Int(s.f_frsize)
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_FSIZE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max {   // RLIM_INFINITY
+            free = min(free, Int(clamping: limit.rlim_cur))
+        }
+        return free
     }
 
     /// Collective: every rank calls it with the same `enabled`. Moves `store`'s gradients into this rank's segment
     /// of a new window and returns it, or returns why not (then nothing changed): not enabled, ranks on several
-    /// nodes, too little room in the backing directory for every segment of the node (with 10% to spare), or the
-    /// window could not be made. Every rank gets the same answer.
+    /// nodes, too little room in the backing directory (or under a rank's file-size limit) for every segment of the
+    /// node with 10% to spare, or the window could not be made. Every rank gets the same answer.
     public static func make(for store: ParameterStore, communicator: MPICommunicator, enabled: Bool) throws
         -> Result<SharedGradientWindow, Fallback> {
         let n = store.gradients.count, bytes = n * MemoryLayout<Float>.size
@@ -85,11 +92,10 @@ public final class SharedGradientWindow {
         MPI_Comm_rank(node, &nodeRank)
         let nodes = try communicator.allgather(nodeRank == 0 ? 1 : 0).reduce(0, +)
         let needed = Int(Double(bytes) * Double(nodeSize) * 1.1)
-        let free = freeBytes(backingDirectory) ?? 0
-        let roomEverywhere = try communicator.allreduceMin(free >= needed ? 1 : 0) == 1
+        let leastFree = try communicator.allreduceMin(freeBytes(backingDirectory) ?? 0)
         var fallback: Fallback? = nil
         if nodes > 1 { fallback = .severalNodes(Int(nodes)) }
-        else if !roomEverywhere { fallback = .noRoom(directory: backingDirectory, freeBytes: free, neededBytes: needed) }
+        else if leastFree < needed { fallback = .noRoom(directory: backingDirectory, freeBytes: leastFree, neededBytes: needed) }
         if let fallback {
             var c: MPI_Comm? = node
             MPI_Comm_free(&c)

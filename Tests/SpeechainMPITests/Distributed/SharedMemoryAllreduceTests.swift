@@ -45,6 +45,21 @@ import Testing
         #expect(seen == Set(0..<np), "\(r.stdout)")
     }
 
+    /// A rank under a file-size limit (`ulimit -f 0`) could not grow the window's backing file in /dev/shm (SIGXFSZ
+    /// would kill it mid-creation and leave the file behind): every rank sees the least room of all and falls back.
+    @Test func noRoomOnAnyRankFallsBackEverywhere() throws {
+        let script = "if [ \"$OMPI_COMM_WORLD_RANK\" != 0 ]; then ulimit -f 0; fi; exec \"$0\" \"$@\""
+        // (Open MPI's own shared-memory transport makes files too: TCP instead, as MPIRunTests does)
+        let r = try Executable.run(["-np", "2", "--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,tcp", "/bin/sh", "-c", script,
+                                    Executable.url.path, "_shared-sum", "--count", "100", "--ranges", "0-100"],
+                                   environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"],
+                                   executable: MPIRun.mpirun)
+        #expect(r.status == 0, "\(r.stderr)")
+        for rank in 0..<2 {
+            #expect(r.stdout.contains("rank \(rank): fallback /dev/shm takes 0 MB on some rank (free space or file-size limit)"), "\(r.stdout)")
+        }
+    }
+
     /// The default experiment at 2 ranks: the same weights bit for bit whichever way the gradients are summed, and
     /// the log says which.
     @Test func trainerSumsInSharedMemoryAsMPIAllreduceDoes() throws {
