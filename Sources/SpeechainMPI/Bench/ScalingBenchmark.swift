@@ -382,7 +382,7 @@ func gradientSynchronizer(_ store: ParameterStore, _ communicator: Communicator,
     let mpi = GradientAllreduce(communicator: communicator)
     guard communicator.size > 1, let world = communicator as? MPICommunicator else { return (mpi, "") }
     switch try SharedGradientWindow.make(for: store, communicator: world, enabled: sharedMemory) {
-    case .success(let window): return (SharedMemoryAllreduce(window: window), "summed in shared memory")
+    case .success(let window): return (SharedMemoryAllreduce(window: window), window.description)
     case .failure(let why): return (mpi, "summed by MPI_Allreduce (\(why))")
     }
 }

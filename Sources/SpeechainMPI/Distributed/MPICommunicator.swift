@@ -102,6 +102,26 @@ public final class MPICommunicator: Communicator {
         }
     }
 
+    /// Sums `parts` float buffers in place over `comm`, a sub-communicator of this one's ranks, as one watched
+    /// collective of this communicator (every rank of it calls this at the same point; each part's count is the
+    /// same on the ranks of `comm`, zero-length parts send nothing). `part(i)` gives part i.
+    func allreduceSum(over comm: MPI_Comm, parts: Int, _ part: (Int) -> (UnsafeMutablePointer<Float>, Int)) throws {
+        guard size > 1 else { return }
+        try watchdog.run(.allreduce) {
+            for i in 0..<parts {
+                let (buffer, count) = part(i)
+                var offset = 0
+                while offset < count {
+                    let n = min(count - offset, Int(Int32.max))
+                    try watchdog.complete("MPI_Iallreduce") {
+                        MPI_Iallreduce(scm_in_place(), buffer + offset, Int32(n), scm_float(), scm_op_sum(), comm, &$0)
+                    }
+                    offset += n
+                }
+            }
+        }
+    }
+
     /// One plain blocking in-place MPI_Allreduce (sum) of `count` floats: the reference a gradient synchronisation
     /// is measured against (the bench calls it after a watched barrier; it is not watched itself). Returns the
     /// seconds the call took on this rank.

@@ -138,9 +138,9 @@ public final class Trainer {
     /// How the ranks sum gradients, for the start line ("" in a world of one).
     public private(set) var gradientSum = ""
 
-    /// Collective (here, after set-up agreed, not in it): when every rank is on one node the gradients move into a
-    /// shared-memory window and are summed there (SharedMemoryAllreduce); otherwise, or with
-    /// `shared_memory_allreduce: false`, by MPI_Allreduce.
+    /// Collective (here, after set-up agreed, not in it): the gradients move into a shared-memory window per node
+    /// and are summed there, and between nodes by MPI (SharedMemoryAllreduce); with `shared_memory_allreduce: false`,
+    /// nodes of different rank counts or no room in /dev/shm, by MPI_Allreduce alone.
     private func chooseGradientSum() throws {
         guard communicator.size > 1 else { return }
         guard let mpi = communicator as? MPICommunicator else { gradientSum = "allreduce"; return }
@@ -148,7 +148,7 @@ public final class Trainer {
         case .success(let window):
             synchronizers = schedulers.map { _ in SharedMemoryAllreduce(window: window) }
             for (s, sync) in zip(schedulers, synchronizers) { s.synchronizer = sync }
-            gradientSum = "summed in shared memory (\(communicator.size) ranks on one node)"
+            gradientSum = window.description
         case .failure(let why):
             gradientSum = "summed by MPI_Allreduce (\(why == .disabled ? "shared_memory_allreduce: false" : why.description))"
         }

@@ -70,5 +70,34 @@ struct HostfileTests {
         let parameters = 16 * 64 + 64 + 64 * 64 + 64 + 64 * 4 + 4
         let received = try Self.receivedBytes(namespace: hosts[1][0], interface: hosts[1][2]) - before
         #expect(received >= s.steps * parameters * 4, "host b received \(received) bytes")
+        // the sum ran in shared memory on each host and by MPI between the two
+        let log = (try? String(contentsOf: results.appendingPathComponent("train.log"), encoding: .utf8)) ?? ""
+        #expect(log.contains("gradients summed in shared memory on each of 2 nodes (2 ranks each), then by MPI_Allreduce between them"),
+                "\(log.prefix(1500))")
+
+        // every value of the two-level sum against the formula: ranks 0, 1 on host a and 2, 3 on host b (by slot);
+        // each host sums in rank order, and a sum of two hosts' values is the same in either order
+        let hook = mpirun.prefix(while: { $0 != Executable.url.path }) + [Executable.url.path, "_shared-sum", "--count", "300",
+                                                                          "--ranges", "0-100,100-290", "--repeats", "2"]
+        let sum = try ClusterSupport.run("ip", ["netns", "exec", hosts[0][0], "unshare", "--uts", "sh", "-c",
+                                                "hostname host-a; exec \"$@\"", "sh"] + Array(hook),
+            environment: ["NETNS_HOSTS": "\(hosts[0][1])=\(hosts[0][0]) \(hosts[1][1])=\(hosts[1][0])",
+                          "NETNS_AGENT_LOG": agentLog.path, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"],
+            timeout: 120)
+        #expect(sum.status == 0 && !sum.timedOut, "\(sum.output)")
+        var checked = 0
+        for line in sum.stdout.split(separator: "\n") where line.hasPrefix("rank ") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            let rank = try #require(Int(parts[0].dropFirst(5)))
+            let values = parts[1].split(separator: " ").compactMap { UInt32($0, radix: 16) }.map(Float.init(bitPattern:))
+            let v = SharedMemoryAllreduceTests.value
+            let wrong = (0..<300).filter { i in
+                let want = i < 290 ? (v(0, i) + v(1, i)) + (v(2, i) + v(3, i)) : v(rank, i)
+                return i >= values.count || values[i].bitPattern != want.bitPattern
+            }
+            #expect(wrong.isEmpty, "rank \(rank): \(wrong.count) values differ from the two-level sum")
+            checked += 1
+        }
+        #expect(checked == 4, "\(sum.output)")
     }
 }
