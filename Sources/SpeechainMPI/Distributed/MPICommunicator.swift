@@ -88,17 +88,9 @@ public final class MPICommunicator: Communicator {
     /// Sums in place, in chunks of `floatChunk` (MPI counts are Int32: long buffers always go in chunks).
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
         guard size > 1, count > 0 else { return }
-        let chunk = min(max(floatChunk ?? count, 1), Int(Int32.max))
         try watchdog.run(.allreduce) {
-            var offset = 0
-            while offset < count {
-                let n = min(count - offset, chunk)
-                try watchdog.complete("MPI_Iallreduce") {
-                    MPI_Iallreduce(scm_in_place(), buffer + offset, Int32(n), scm_float(), scm_op_sum(), comm, &$0)
-                }
-                floatAllreduceCalls += 1
-                offset += n
-            }
+            floatAllreduceCalls += try sumInPlace(UnsafeMutableRawPointer(buffer), count: count, type: scm_float(), over: comm,
+                                                  chunk: floatChunk ?? count)
         }
     }
 
@@ -110,16 +102,29 @@ public final class MPICommunicator: Communicator {
         try watchdog.run(.allreduce) {
             for i in 0..<parts {
                 let (buffer, count) = part(i)
-                var offset = 0
-                while offset < count {
-                    let n = min(count - offset, Int(Int32.max))
-                    try watchdog.complete("MPI_Iallreduce") {
-                        MPI_Iallreduce(scm_in_place(), buffer + offset, Int32(n), scm_float(), scm_op_sum(), comm, &$0)
-                    }
-                    offset += n
-                }
+                try sumInPlace(UnsafeMutableRawPointer(buffer), count: count, type: scm_float(), over: comm)
             }
         }
+    }
+
+    /// In-place MPI_Iallreduce sums of `count` elements (floats or doubles, as `type` says) over `comm`, in calls of
+    /// at most `chunk` elements, each completed under the watchdog; inside `watchdog.run`. Returns the calls made.
+    @discardableResult
+    private func sumInPlace(_ buffer: UnsafeMutableRawPointer, count: Int, type: MPI_Datatype, over comm: MPI_Comm,
+                            chunk: Int = Int(Int32.max)) throws -> Int {
+        var typeSize: Int32 = 0
+        MPI_Type_size(type, &typeSize)
+        let chunk = min(max(chunk, 1), Int(Int32.max))
+        var offset = 0, calls = 0
+        while offset < count {
+            let n = min(count - offset, chunk)
+            try watchdog.complete("MPI_Iallreduce") {
+                MPI_Iallreduce(scm_in_place(), buffer + offset * Int(typeSize), Int32(n), type, scm_op_sum(), comm, &$0)
+            }
+            calls += 1
+            offset += n
+        }
+        return calls
     }
 
     /// One plain blocking in-place MPI_Allreduce (sum) of `count` floats: the reference a gradient synchronisation
@@ -137,14 +142,7 @@ public final class MPICommunicator: Communicator {
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {
         guard size > 1, count > 0 else { return }
         try watchdog.run(.allreduce) {
-            var offset = 0
-            while offset < count {
-                let n = min(count - offset, Int(Int32.max))
-                try watchdog.complete("MPI_Iallreduce") {
-                    MPI_Iallreduce(scm_in_place(), buffer + offset, Int32(n), scm_double(), scm_op_sum(), comm, &$0)
-                }
-                offset += n
-            }
+            try sumInPlace(UnsafeMutableRawPointer(buffer), count: count, type: scm_double(), over: comm)
         }
     }
 
