@@ -35,9 +35,10 @@ public final class SharedGradientWindow {
     /// This rank's segment: the store's gradients.
     public var segment: UnsafeMutablePointer<Float> { bases[nodeRank] }
 
-    /// Why a job sums by MPI_Allreduce instead (nil when the window is in use): for the start line.
+    /// Why a job sums by MPI_Allreduce instead, for the start line.
     public enum Fallback: Error, CustomStringConvertible, Equatable {
         case disabled
+        case oneRankPerNode(nodes: Int)
         case unevenNodes(nodes: Int, fewest: Int, most: Int)
         case noRoom(directory: String, freeBytes: Int, neededBytes: Int)
         case windowFailed(code: Int32)
@@ -45,6 +46,7 @@ public final class SharedGradientWindow {
         public var description: String {
             switch self {
             case .disabled: return "shared memory switched off"
+            case .oneRankPerNode(let n): return "one rank on each of \(n) nodes"
             case .unevenNodes(let n, let fewest, let most): return "ranks on \(n) nodes, \(fewest) to \(most) per node"
             case .noRoom(let dir, let free, let needed):
                 return "\(dir) takes \(free / 1_000_000) MB on some rank (free space or file-size limit), a shared gradient window needs \(needed / 1_000_000) MB"
@@ -95,8 +97,8 @@ public final class SharedGradientWindow {
     }
 
     /// Collective: every rank calls it with the same `enabled`. Moves `store`'s gradients into this rank's segment
-    /// of a new window and returns it, or returns why not (then nothing changed): not enabled, nodes with different
-    /// numbers of ranks, too little room in the backing directory (or under a rank's file-size limit) for every
+    /// of a new window and returns it, or returns why not (then nothing changed): not enabled, one rank per node,
+    /// nodes with different numbers of ranks, too little room in the backing directory (or under a rank's file-size limit) for every
     /// segment of a node with 10% to spare, or the window could not be made. Every rank gets the same answer.
     public static func make(for store: ParameterStore, communicator: MPICommunicator, enabled: Bool) throws
         -> Result<SharedGradientWindow, Fallback> {
@@ -114,7 +116,8 @@ public final class SharedGradientWindow {
         let needed = Int(Double(bytes) * Double(most) * 1.1)
         let leastFree = try communicator.allreduceMin(freeBytes(backingDirectory) ?? 0)
         var fallback: Fallback? = nil
-        if fewest != most { fallback = .unevenNodes(nodes: Int(nodes), fewest: fewest, most: most) }
+        if most == 1 { fallback = .oneRankPerNode(nodes: Int(nodes)) }   // nothing to share
+        else if fewest != most { fallback = .unevenNodes(nodes: Int(nodes), fewest: fewest, most: most) }
         else if leastFree < needed { fallback = .noRoom(directory: backingDirectory, freeBytes: leastFree, neededBytes: needed) }
         if let fallback {
             var c: MPI_Comm? = node
