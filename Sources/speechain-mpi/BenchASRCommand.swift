@@ -40,7 +40,7 @@ struct BenchASRCommand: ParsableCommand {
     @Option(name: .customLong("conv_dims"), help: ArgumentHelp("The conv prenet's two channel counts.", valueName: "c,c")) var convDims: OptionText = "256,256"
     @Option(help: "Adam's learning rate. (default: 0.001)") var lr: OptionText?
     @Option(help: "Seed of the weights and the synthetic data. (default: 0)") var seed: OptionText?
-    @Option(name: .customLong("shared_memory"), help: ArgumentHelp("Sum gradients in a shared-memory window when every rank is on one node (true), or by MPI_Allreduce (false).", valueName: "bool"))
+    @Option(name: .customLong("shared_memory"), help: ArgumentHelp("Sum gradients in a shared-memory window on each node, then by MPI between nodes (true), or by MPI_Allreduce alone (false).", valueName: "bool"))
     var sharedMemory: OptionText = "true"
     @Option(name: .customLong("blas_threads"), help: ArgumentHelp("OpenBLAS threads per rank.", valueName: "n")) var blasThreads: OptionText = "1"
     @Option(name: .customLong("result_path"), help: ArgumentHelp("Folder for rank 0's bench.json and bench.txt.", valueName: "dir"))

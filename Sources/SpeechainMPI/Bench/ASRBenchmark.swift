@@ -44,7 +44,7 @@ public enum ASRBenchmark {
         public var warmup = 2
         public var lr = 1e-3
         public var seed: UInt64 = 0
-        /// Sum the gradients in a shared-memory window when every rank is on one node (as the trainer does).
+        /// Sum the gradients in a shared-memory window on each node, then by MPI between nodes (as the trainer does).
         public var sharedMemory = true
         public init() {}
 

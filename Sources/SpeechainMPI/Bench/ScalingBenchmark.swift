@@ -28,7 +28,7 @@ public enum ScalingBenchmark {
         public var gemmSize = 1024
         /// Elements per MPI_Allreduce in the gradient synchronisation (nil: the communicator's default).
         public var syncChunk: Int?
-        /// Sum the gradients in a shared-memory window when every rank is on one node (as the trainer does).
+        /// Sum the gradients in a shared-memory window on each node, then by MPI between nodes (as the trainer does).
         public var sharedMemory = true
 
         public init() {}
@@ -375,8 +375,8 @@ public enum ScalingBenchmark {
     }
 }
 
-/// The benchmarks' gradient sum, chosen as the trainer chooses it (collective): a shared-memory window when every
-/// rank is on one node and `sharedMemory`, else MPI_Allreduce; and the words for the report.
+/// The benchmarks' gradient sum, chosen as the trainer chooses it (collective): with `sharedMemory` a shared-memory
+/// window on each node (SharedGradientWindow says when it cannot), else MPI_Allreduce; and the words for the report.
 func gradientSynchronizer(_ store: ParameterStore, _ communicator: Communicator, sharedMemory: Bool) throws
     -> (CountingSynchronizer, String) {
     let mpi = GradientAllreduce(communicator: communicator)

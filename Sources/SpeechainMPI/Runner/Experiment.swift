@@ -71,7 +71,7 @@ public struct Experiment: Sendable {
     /// Flush-to-zero and denormals-are-zero on the computing threads (torch.set_flush_denormal); on by default,
     /// since denormal floats stall some CPUs (Intel Xeon model 207: backward 10× slower).
     public var flushDenormal = true
-    /// When every rank is on one node, sum gradients in a shared-memory window instead of MPI_Allreduce.
+    /// Sum gradients in a shared-memory window on each node (then by MPI between nodes) instead of MPI_Allreduce alone.
     public var sharedMemoryAllreduce = true
     /// With a config file and train_result_path, results go to `<train_result_path>/<config name>` (SpeeChain's default).
     public var attachConfigFolderToPath = true

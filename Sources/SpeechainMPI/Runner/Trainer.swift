@@ -179,7 +179,8 @@ public final class Trainer {
         if communicator.isRoot, let dir = resultDir { removeStaleTemporaryFiles(in: dir) }
         let exp = experiment
         if resumed {
-            monitor.line("resumed from \(Checkpoint.fileName): \(state.epoch) epochs and \(state.stepNum) steps done")
+            monitor.line("resumed from \(Checkpoint.fileName): \(state.epoch) epochs and \(state.stepNum) steps done"
+                         + (communicator.size > 1 ? "; gradients \(gradientSum)" : ""))
         } else {
             for note in exp.notes { monitor.line(note) }
             monitor.line("BLAS: \(BLASKernels.current()) | \(BLAS.threadCount) thread(s); denormals "
