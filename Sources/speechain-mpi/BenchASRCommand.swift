@@ -75,11 +75,7 @@ struct BenchASRCommand: ParsableCommand {
         c.lr = rate
         guard let s = UInt64(seedText) else { throw BenchmarkError.invalid(option: "seed", reason: "must be a non-negative integer, found '\(seedText)'") }
         c.seed = s
-        switch sharedMemory.text.trimmingCharacters(in: .whitespaces) {
-        case "true": c.sharedMemory = true
-        case "false": c.sharedMemory = false
-        default: throw BenchmarkError.invalid(option: "shared_memory", reason: "must be true or false, found '\(sharedMemory.text)'")
-        }
+        c.sharedMemory = try OptionText.boolean(sharedMemory, "shared_memory")
         let threads = try OptionText.integer(blasThreads, "blas_threads")
         guard threads >= 1 else { throw BenchmarkError.invalid(option: "blas_threads", reason: "must be >= 1, found \(threads)") }
         return c

@@ -56,11 +56,7 @@ struct BenchCommand: ParsableCommand {
         c.seed = s
         c.gemmSize = try OptionText.integer(gemmSize, "gemm_size")
         c.syncChunk = try syncChunk.map { try OptionText.integer($0, "sync_chunk") }
-        switch sharedMemory.text.trimmingCharacters(in: .whitespaces) {
-        case "true": c.sharedMemory = true
-        case "false": c.sharedMemory = false
-        default: throw BenchmarkError.invalid(option: "shared_memory", reason: "must be true or false, found '\(sharedMemory.text)'")
-        }
+        c.sharedMemory = try OptionText.boolean(sharedMemory, "shared_memory")
         let threads = try OptionText.integer(blasThreads, "blas_threads")
         guard threads >= 1 else { throw BenchmarkError.invalid(option: "blas_threads", reason: "must be >= 1, found \(threads)") }
         return c

@@ -15,6 +15,14 @@ struct OptionText: ExpressibleByArgument, ExpressibleByStringLiteral {
         }
         return v
     }
+
+    static func boolean(_ value: OptionText, _ option: String) throws -> Bool {
+        switch value.text.trimmingCharacters(in: .whitespaces) {
+        case "true": return true
+        case "false": return false
+        default: throw BenchmarkError.invalid(option: option, reason: "must be true or false, found '\(value.text)'")
+        }
+    }
 }
 
 extension Optional where Wrapped == OptionText {
