@@ -36,7 +36,7 @@ struct SharedSumCheckCommand: ParsableCommand {
             switch try SharedGradientWindow.make(for: store, communicator: mpi, enabled: true) {
             case .failure(let why): print("rank \(communicator.rank): fallback \(why)")
             case .success(let window):
-                let sum = SharedMemoryAllreduce(window: window)
+                let sum = GradientAllreduce(communicator: communicator, window: window)
                 for _ in 0..<repeats {
                     let g = store.gradients.pointer
                     for i in 0..<count { g[i] = Self.value(communicator.rank, i) }

@@ -378,11 +378,11 @@ public enum ScalingBenchmark {
 /// The benchmarks' gradient sum, chosen as the trainer chooses it (collective): with `sharedMemory` a shared-memory
 /// window on each node (SharedGradientWindow says when it cannot), else MPI_Allreduce; and the words for the report.
 func gradientSynchronizer(_ store: ParameterStore, _ communicator: Communicator, sharedMemory: Bool) throws
-    -> (CountingSynchronizer, String) {
+    -> (GradientAllreduce, String) {
     let mpi = GradientAllreduce(communicator: communicator)
     guard communicator.size > 1, let world = communicator as? MPICommunicator else { return (mpi, "") }
     switch try SharedGradientWindow.make(for: store, communicator: world, enabled: sharedMemory) {
-    case .success(let window): return (SharedMemoryAllreduce(window: window), window.description)
+    case .success(let window): return (GradientAllreduce(communicator: communicator, window: window), window.description)
     case .failure(let why): return (mpi, "summed by MPI_Allreduce (\(why))")
     }
 }
@@ -390,12 +390,12 @@ func gradientSynchronizer(_ store: ParameterStore, _ communicator: Communicator,
 /// Wraps the gradient synchronisation of the benchmark: a barrier first, so that waiting for the slowest rank is
 /// timed apart from the synchronisation itself.
 final class TimedSynchronizer: GradientSynchronizer {
-    let inner: CountingSynchronizer
+    let inner: GradientAllreduce
     let communicator: Communicator
     private(set) var waitSeconds = 0.0
     private(set) var syncSeconds = 0.0
 
-    init(communicator: Communicator, inner: CountingSynchronizer) {
+    init(communicator: Communicator, inner: GradientAllreduce) {
         self.communicator = communicator
         self.inner = inner
     }

@@ -30,8 +30,6 @@ public final class SharedGradientWindow {
     private let cross: MPI_Comm?
     private let bases: [UnsafeMutablePointer<Float>]
     private let sources: UnsafeMutablePointer<UnsafePointer<Float>?>
-    /// The store's gradient count when it moved in.
-    public let count: Int
     /// This rank's segment: the store's gradients.
     public var segment: UnsafeMutablePointer<Float> { bases[nodeRank] }
 
@@ -62,12 +60,11 @@ public final class SharedGradientWindow {
     }
 
     private init(communicator: MPICommunicator, window: MPI_Win, cross: MPI_Comm?, bases: [UnsafeMutablePointer<Float>],
-                 nodeRank: Int, nodes: Int, count: Int) {
+                 nodeRank: Int, nodes: Int) {
         self.communicator = communicator
         self.window = window
         self.cross = cross
         self.bases = bases
-        self.count = count
         self.nodeRank = nodeRank
         self.nodes = nodes
         nodeSize = bases.count
@@ -98,8 +95,9 @@ public final class SharedGradientWindow {
 
     /// Collective: every rank calls it with the same `enabled`. Moves `store`'s gradients into this rank's segment
     /// of a new window and returns it, or returns why not (then nothing changed): not enabled, one rank per node,
-    /// nodes with different numbers of ranks, too little room in the backing directory (or under a rank's file-size limit) for every
-    /// segment of a node with 10% to spare, or the window could not be made. Every rank gets the same answer.
+    /// nodes with different numbers of ranks, too little room in the backing directory (or under a rank's file-size
+    /// limit) for every segment of a node with 10% to spare, or the window could not be made. Every rank gets the
+    /// same answer. GradientAllreduce(communicator:window:) then sums through it.
     public static func make(for store: ParameterStore, communicator: MPICommunicator, enabled: Bool) throws
         -> Result<SharedGradientWindow, Fallback> {
         let n = store.gradients.count, bytes = n * MemoryLayout<Float>.size
@@ -152,7 +150,7 @@ public final class SharedGradientWindow {
         rc = scm_win_lock_all(window)
         guard rc == MPI_SUCCESS else { throw DistributedError.mpi(call: "MPI_Win_lock_all", code: rc, rank: communicator.rank) }
         let made = SharedGradientWindow(communicator: communicator, window: window, cross: cross, bases: bases,
-                                        nodeRank: Int(nodeRank), nodes: Int(nodes), count: n)
+                                        nodeRank: Int(nodeRank), nodes: Int(nodes))
         store.adoptGradients(FloatBuffer(borrowing: base, count: n, release: { _ = made }))
         communicator.keepUntilFinalize(window)
         return .success(made)
@@ -198,32 +196,5 @@ public final class SharedGradientWindow {
         MPI_Win_sync(window)
         try communicator.barrier()
         MPI_Win_sync(window)
-    }
-}
-
-/// A gradient synchronisation that counts its calls (one per contiguous range) and bytes, for the summary.
-public protocol CountingSynchronizer: GradientSynchronizer {
-    var calls: Int { get }
-    var bytes: Int { get }
-}
-
-extension GradientAllreduce: CountingSynchronizer {}
-
-/// An OptimScheduler's gradient synchronisation through the node's SharedGradientWindow, counted as
-/// GradientAllreduce counts its MPI calls (one per contiguous range).
-public final class SharedMemoryAllreduce: CountingSynchronizer {
-    public let window: SharedGradientWindow
-    public private(set) var calls = 0
-    public private(set) var bytes = 0
-
-    public init(window: SharedGradientWindow) { self.window = window }
-
-    public var averagingFactor: Float { 1 / Float(window.worldSize) }
-
-    public func synchronize(_ gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>]) throws {
-        precondition(gradients == window.segment, "the gradients are not the shared window's")
-        try window.sum(ranges)
-        calls += ranges.count
-        bytes += ranges.reduce(0) { $0 + $1.count } * MemoryLayout<Float>.size
     }
 }

@@ -49,7 +49,7 @@ public final class ParameterStore {
     }
 
     /// Moves the gradients into `buffer` (as many floats; the current values are copied): a rank's segment of a
-    /// shared-memory window, where the ranks of a node sum them (SharedMemoryAllreduce).
+    /// shared-memory window, where the ranks of a node sum them (SharedGradientWindow).
     public func adoptGradients(_ buffer: FloatBuffer) {
         precondition(buffer.count == gradients.count)
         buffer.pointer.update(from: gradients.pointer, count: gradients.count)

@@ -45,7 +45,7 @@ public final class Trainer {
     public let schedulers: [OptimScheduler]
     public let communicator: Communicator
     public let timer = StepTimer()
-    private var synchronizers: [CountingSynchronizer?]
+    private var synchronizers: [GradientAllreduce?]
     private let trainSet: any BatchSource
     private let validSet: (any BatchSource)?
     /// The batches the loading thread fills, kept across epochs (their buffers sized for the largest batch).
@@ -139,14 +139,14 @@ public final class Trainer {
     public private(set) var gradientSum = ""
 
     /// Collective (here, after set-up agreed, not in it): the gradients move into a shared-memory window per node
-    /// and are summed there, and between nodes by MPI (SharedMemoryAllreduce); with `shared_memory_allreduce: false`,
+    /// and are summed there, and between nodes by MPI (SharedGradientWindow); with `shared_memory_allreduce: false`,
     /// nodes of different rank counts or no room in /dev/shm, by MPI_Allreduce alone.
     private func chooseGradientSum() throws {
         guard communicator.size > 1 else { return }
         guard let mpi = communicator as? MPICommunicator else { gradientSum = "allreduce"; return }
         switch try SharedGradientWindow.make(for: model.parameters, communicator: mpi, enabled: experiment.sharedMemoryAllreduce) {
         case .success(let window):
-            synchronizers = schedulers.map { _ in SharedMemoryAllreduce(window: window) }
+            synchronizers = schedulers.map { _ in GradientAllreduce(communicator: communicator, window: window) }
             for (s, sync) in zip(schedulers, synchronizers) { s.synchronizer = sync }
             gradientSum = window.description
         case .failure(let why):
