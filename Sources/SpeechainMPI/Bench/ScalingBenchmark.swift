@@ -334,8 +334,13 @@ public enum ScalingBenchmark {
             let t = DispatchTime.now().uptimeNanoseconds
             flops = 0
             for (i, (inW, outW)) in zip(dims, dims.dropFirst()).enumerated() {
-                BLAS.sgemm(transposeA: false, transposeB: true, m: batch, n: outW, k: inW, a: x.pointer, lda: inW,
-                           b: w.pointer, ldb: inW, beta: 0, c: y.pointer, ldc: outW)
+                if batch <= Linear.transposedForwardMaxRows {   // the forward as Linear runs it
+                    BLAS.sgemm(transposeA: false, transposeB: true, m: outW, n: batch, k: inW, a: w.pointer, lda: inW,
+                               b: x.pointer, ldb: inW, beta: 0, c: y.pointer, ldc: batch)
+                } else {
+                    BLAS.sgemm(transposeA: false, transposeB: true, m: batch, n: outW, k: inW, a: x.pointer, lda: inW,
+                               b: w.pointer, ldb: inW, beta: 0, c: y.pointer, ldc: outW)
+                }
                 BLAS.sgemm(transposeA: true, transposeB: false, m: outW, n: inW, k: batch, a: y.pointer, lda: outW,
                            b: x.pointer, ldb: inW, beta: 1, c: g.pointer, ldc: inW)
                 flops += 4 * Double(batch * inW * outW)

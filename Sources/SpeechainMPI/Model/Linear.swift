@@ -25,6 +25,7 @@ public final class Linear: Layer {
     private let roundedInput = FloatBuffer(count: 0)
     private let block = FloatBuffer(count: 0)
     private let roundedBias = FloatBuffer(count: 0)
+    private let transposedOutput = FloatBuffer(count: 0)
     private let workspace = BF16GEMM.Workspace()
     /// Whether the last forward and backward ran the native bfloat16 products (a backward does when its forward did
     /// and dy is a bfloat16 tensor); tests read it to know which path ran.
@@ -64,6 +65,14 @@ public final class Linear: Layer {
         if hasBias { for i in 0..<outFeatures { w[biasOffset + i] = rng.uniform(-bound, bound) } }
     }
 
+    /// Batches of at most this many rows multiply in float32 as yᵀ = W·xᵀ (then a transpose, which adds the bias):
+    /// OpenBLAS packs the operand it sees transposed, and packing all of W for a few rows costs more than the
+    /// product saves. Measured with OpenBLAS 0.3.21's Cooperlake kernels on an AMD EPYC family 25 model 17, one
+    /// thread (`scripts/bench/linear_orientation.c`): 64 rows × 2048 → 2048 at 69–71 GFLOP/s as y = x·Wᵀ and 90 as
+    /// yᵀ = W·xᵀ, 2048 → 512 at 71 and 89–94, 128 rows 84 and 95, 256 rows 94 and 100; at 1200 rows either way wins
+    /// by the shape. The product's terms and their order are the same either way; only OpenBLAS's blocking differs.
+    public static let transposedForwardMaxRows = 256
+
     /// Output rows of W per block under autocast.
     private var blockRows: Int { max(1, min(outFeatures, autocastBlockFloats / max(inFeatures, 1))) }
 
@@ -72,6 +81,16 @@ public final class Linear: Layer {
         precision = context.amp
         ranNative = (false, false)
         guard let p = context.amp else {
+            if x.rows <= Linear.transposedForwardMaxRows {
+                // yᵀ = W·xᵀ, then transposed into y with the bias added on the way (see transposedForwardMaxRows)
+                transposedOutput.resize(to: x.rows * outFeatures)
+                BLAS.sgemm(transposeA: false, transposeB: true, m: outFeatures, n: x.rows, k: inFeatures,
+                           a: w + weightOffset, lda: inFeatures, b: x.data, ldb: inFeatures,
+                           beta: 0, c: transposedOutput.pointer, ldc: x.rows)
+                Kernels.transpose(transposedOutput.pointer, rows: x.rows, cols: outFeatures, into: y.data,
+                                  addingBias: hasBias ? UnsafePointer(w + biasOffset) : nil)
+                return
+            }
             BLAS.sgemm(transposeA: false, transposeB: true, m: x.rows, n: outFeatures, k: inFeatures,
                        a: x.data, lda: inFeatures, b: w + weightOffset, ldb: inFeatures,
                        beta: 0, c: y.data, ldc: outFeatures)

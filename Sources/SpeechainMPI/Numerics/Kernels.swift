@@ -50,6 +50,26 @@ public enum Kernels {
         for r in 0..<rows { add(bias, into: m + r * cols, count: cols) }
     }
 
+    /// y[r, c] = t[c, r] (+ bias[c]): the [cols, rows] matrix t transposed into the [rows, cols] matrix y, with the
+    /// bias added as it is written (the same float addition as `addRowVector` after the product). Blocks of 16
+    /// columns: 16 rows of t are read in step while each row of y gets 16 contiguous values.
+    public static func transpose(_ t: UnsafePointer<Float>, rows: Int, cols: Int, into y: UnsafeMutablePointer<Float>,
+                                 addingBias bias: UnsafePointer<Float>?) {
+        var c0 = 0
+        while c0 < cols {
+            let c1 = min(c0 + 16, cols)
+            for r in 0..<rows {
+                let out = y + r * cols
+                if let bias {
+                    for c in c0..<c1 { out[c] = t[c * rows + r] + bias[c] }
+                } else {
+                    for c in c0..<c1 { out[c] = t[c * rows + r] }
+                }
+            }
+            c0 = c1
+        }
+    }
+
     /// out += column sums of a [rows, cols] matrix (the bias gradient).
     public static func accumulateColumnSums(_ m: UnsafePointer<Float>, rows: Int, cols: Int, into out: UnsafeMutablePointer<Float>) {
         for r in 0..<rows { add(m + r * cols, into: out, count: cols) }
