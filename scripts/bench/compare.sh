@@ -72,7 +72,17 @@ for tag in ["", "-a4"]:
                  f" sync/raw allreduce {med([b['sync_over_raw'] for b in two]):.3f}"
                  f" ({med([b['sync_ms_slowest_rank'] for b in two]):.2f} vs {med([b['raw_allreduce_ms'] for b in two]):.2f} ms)")
 amp = [load(f"amp-{i}/bench_amp.json") for i in range(1, rounds + 1)]
-lines.append("bench-amp: " + json.dumps({k: v for k, v in amp[0].items() if not isinstance(v, (dict, list))})[:400])
+# bench-amp: each variant's step as a ratio of the same round's float32 step (medians over rounds), and the bf16
+# step's samples/s beside PyTorch's bf16 autocast
+def amp_step(a, name): return next(s for s in a["steps"] if s["name"] == name)
+f32 = med([amp_step(a, "float32")["step_ms"] for a in amp])
+ratios = {n: med([amp_step(a, n)["step_ms"] / amp_step(a, "float32")["step_ms"] for a in amp])
+          for n in ("float16", "bfloat16", "bfloat16-emulated")}
+bf16_rate = amp[0]["configuration"]["batch_size"] / (med([amp_step(a, "bfloat16")["step_ms"] for a in amp]) / 1000)
+tb = f"; PyTorch bf16 autocast {t['torch-bf16']:.1f}" if "torch-bf16" in t else ""
+lines.append(f"bench-amp: float32 step {f32:.2f} ms; float16 ×{ratios['float16']:.3f}; bfloat16 ×{ratios['bfloat16']:.3f}"
+             f" ({amp[0]['bfloat16_products']} products; {bf16_rate:.1f} samples/s{tb});"
+             f" bfloat16 emulated ×{ratios['bfloat16-emulated']:.3f}")
 text = "\n".join(lines)
 open(os.path.join(out, "compare.txt"), "w").write(text + "\n")
 print(text)
