@@ -115,6 +115,7 @@ int ck_scale_checking_finite(ck_path path, float *x, size_t n, float a) { CK_RET
 int ck_all_finite(ck_path path, const float *x, size_t n) { CK_RETURN(all_finite, x, n) }
 
 void ck_erf(ck_path path, const float *x, float *y, size_t n) { CK_CALL(erf, x, y, n) }
+void ck_erf_float(ck_path path, const float *x, float *y, size_t n) { CK_CALL(erf_float, x, y, n) }
 void ck_exp(ck_path path, const float *x, float *y, size_t n) { CK_CALL(exp, x, y, n) }
 void ck_tanh(ck_path path, const float *x, float *y, size_t n) { CK_CALL(tanh, x, y, n) }
 

@@ -443,8 +443,71 @@ static CK_TARGET int F(all_finite)(const float *x, size_t n) {
     }
 
 CK_MAP_HALF(erf, F(erf_h))
+
 CK_MAP_HALF(exp, F(exp_h))
 CK_MAP_HALF(tanh, F(tanh_h))
+
+// ---------------------------------------------------------------------------------------------------------------
+// Special functions in float (GELU's exact form)
+
+K VF F(withsignf)(VF m, VF s) { return (VF)(((VI)m & 0x7FFFFFFF) | ((VI)s & (int32_t)0x80000000u)); }
+
+/// erf in float32, ≤ 2.6 ulp (2.55 at 0.4516 over every 61st float of [−4.6, 4.6], where x·c₀ lies in the binade
+/// above the result; scripts/reference/erf_float_coefficients.py fits and checks it): x·c₀ + (x·x²)·Σ_{n=1..6} cₙx²ⁿ⁻² (Taylor) for |x| < 0.5, degree-12 fits in
+/// t = (|x| − c)/h on [0.5, 1.5) and [1.5, 4) (coefficients chosen per lane), ±1 from 4 on. NaN stays NaN.
+K VF F(erf_f)(VF x) {
+    const VF a = F(absf)(x), s = x * x;
+    VF q = 0x1.f9a326p-14f;
+    q = q * s + -0x1.c02db4p-11f;
+    q = q * s + 0x1.565bcep-8f;
+    q = q * s + -0x1.b82ce4p-6f;
+    q = q * s + 0x1.ce2f22p-4f;
+    q = q * s + -0x1.812746p-2f;
+    const VF small = x * 0x1.20dd76p+0f + (x * s) * q;
+    const VI upper = a >= 1.5f;
+    const VF ac = a < 4.0f ? a : 4.0f;
+    const VF t = upper ? ac * 0x1.99999ap-1f - 0x1.19999ap+1f : ac * 0x1.0p+1f - 0x1.0p+1f;
+    VF p = (upper ? (VF)-0x1.03082p-14f : (VF)-0x1.7a09a2p-25f);
+    p = p * t + (upper ? (VF)-0x1.3d5dcp-15f : (VF)0x1.9da40ap-25f);
+    p = p * t + (upper ? (VF)0x1.27b156p-11f : (VF)0x1.3fb564p-20f);
+    p = p * t + (upper ? (VF)-0x1.72727cp-11f : (VF)-0x1.ef353p-19f);
+    p = p * t + (upper ? (VF)-0x1.26a58p-11f : (VF)-0x1.38fe48p-16f);
+    p = p * t + (upper ? (VF)0x1.a14668p-9f : (VF)0x1.f09bbep-14f);
+    p = p * t + (upper ? (VF)-0x1.9da9a4p-8f : (VF)0x1.2e43fep-14f);
+    p = p * t + (upper ? (VF)0x1.129cc6p-7f : (VF)-0x1.1b6156p-9f);
+    p = p * t + (upper ? (VF)-0x1.04b3b8p-7f : (VF)0x1.1b614cp-8f);
+    p = p * t + (upper ? (VF)0x1.6191bp-8f : (VF)0x1.1b614cp-6f);
+    p = p * t + (upper ? (VF)-0x1.4a2dbap-9f : (VF)-0x1.a911fp-4f);
+    p = p * t + (upper ? (VF)0x1.8027a6p-11f : (VF)0x1.a911fp-3f);
+    p = p * t + (upper ? (VF)0x1.fff2dp-1f : (VF)0x1.af767ap-1f);
+    VF r = F(withsignf)(a < 0.5f ? small : p, x);   // erf(−0) = −0
+    r = a >= 4.0f ? F(withsignf)((VF)1.0f, x) : r;
+    return x != x ? x : r;
+}
+
+/// e^y in float32, ≲ 2 ulp for y in [−87, 88] (GELU calls it with −x²/2 ≤ 0): y = k·ln2 + r (Cody–Waite, ln2 =
+/// 0.693359375 − 2.12194440e-4, k·0.693359375 exact for |k| ≤ 127), e^r by its Taylor series to degree 7 (|r| ≤ 0.347:
+/// truncation < 2e-9), times 2^k from the exponent bits. 0 below −87 (e^y is then below the normal floats, which
+/// FTZ flushes anyway); above 88 it stays e^88. NaN stays NaN.
+K VF F(exp_f)(VF y) {
+    VF yc = y < -87.0f ? -87.0f : y;
+    yc = yc > 88.0f ? 88.0f : yc;
+    const VF k = (yc * 0x1.715476p+0f + 0x1.8p23f) - 0x1.8p23f;
+    const VF r = (yc - k * 0x1.63p-1f) + k * 0x1.bd0106p-13f;
+    VF p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const VF scale = (VF)((__builtin_convertvector(k, VI) + 127) << 23);
+    VF e = p * scale;
+    e = y < -87.0f ? (VF)0.0f : e;
+    return y != y ? y : e;
+}
+
 
 // ---------------------------------------------------------------------------------------------------------------
 // GELU (the float operations of GELU.swift, in its order)
@@ -472,9 +535,41 @@ K void F(gelu_backward_block)(int approximate, const float *x, const float *dy, 
     }
 }
 
+static CK_TARGET void F(erf_float)(const float *x, float *y, size_t n) {
+    size_t i = 0;
+    for (; i + CK_W <= n; i += CK_W) F(stf)(y + i, F(erf_f)(F(ldf)(x + i)));
+    if (i == n) return;
+    float t[CK_W] = {0};
+    for (size_t j = 0; i + j < n; j++) t[j] = x[i + j];
+    F(stf)(t, F(erf_f)(F(ldf)(t)));
+    for (size_t j = 0; i + j < n; j++) y[i + j] = t[j];
+}
+
+// The exact form in float32 (erf_f, exp_f), a whole register at a time.
+K void F(gelu_forward_exact_block)(const float *x, float *y, float inv_sqrt2) {
+    const VF v = F(ldf)(x);
+    F(stf)(y, 0.5f * v * (1.0f + F(erf_f)(v * inv_sqrt2)));
+}
+
+K void F(gelu_backward_exact_block)(const float *x, const float *dy, float *dx, float inv_sqrt2, float inv_sqrt2pi) {
+    const VF v = F(ldf)(x), g = F(ldf)(dy);
+    const VF cdf = 0.5f * (1.0f + F(erf_f)(v * inv_sqrt2));
+    const VF pdf = inv_sqrt2pi * F(exp_f)(-0.5f * v * v);
+    F(stf)(dx, g * (cdf + v * pdf));
+}
+
 static CK_TARGET void F(gelu_forward)(int approximate, const float *x, float *y, size_t n, float k0, float k1,
                                       float inv_sqrt2) {
     size_t i = 0;
+    if (!approximate) {
+        for (; i + CK_W <= n; i += CK_W) F(gelu_forward_exact_block)(x + i, y + i, inv_sqrt2);
+        if (i == n) return;
+        float tx[CK_W] = {0}, ty[CK_W];
+        for (size_t j = 0; i + j < n; j++) tx[j] = x[i + j];
+        F(gelu_forward_exact_block)(tx, ty, inv_sqrt2);
+        for (size_t j = 0; i + j < n; j++) y[i + j] = ty[j];
+        return;
+    }
     for (; i + H <= n; i += H) F(gelu_forward_block)(approximate, x + i, y + i, k0, k1, inv_sqrt2);
     if (i == n) return;
     float tx[H] = {0}, ty[H];
@@ -486,6 +581,15 @@ static CK_TARGET void F(gelu_forward)(int approximate, const float *x, float *y,
 static CK_TARGET void F(gelu_backward)(int approximate, const float *x, const float *dy, float *dx, size_t n,
                                        float k0, float k1, float inv_sqrt2, float inv_sqrt2pi) {
     size_t i = 0;
+    if (!approximate) {
+        for (; i + CK_W <= n; i += CK_W) F(gelu_backward_exact_block)(x + i, dy + i, dx + i, inv_sqrt2, inv_sqrt2pi);
+        if (i == n) return;
+        float tx[CK_W] = {0}, tg[CK_W] = {0}, td[CK_W];
+        for (size_t j = 0; i + j < n; j++) { tx[j] = x[i + j]; tg[j] = dy[i + j]; }
+        F(gelu_backward_exact_block)(tx, tg, td, inv_sqrt2, inv_sqrt2pi);
+        for (size_t j = 0; i + j < n; j++) dx[i + j] = td[j];
+        return;
+    }
     for (; i + H <= n; i += H) F(gelu_backward_block)(approximate, x + i, dy + i, dx + i, k0, k1, inv_sqrt2, inv_sqrt2pi);
     if (i == n) return;
     float tx[H] = {0}, tg[H] = {0}, td[H];

@@ -88,6 +88,8 @@ int ck_all_finite(ck_path path, const float *x, size_t n);
 
 /// erf: x·P(x²) (Taylor, 9 terms) for |x| < 0.5, a degree-20 fit on [0.5, 4], ±1 beyond; see VectorKernelsBody.h.
 void ck_erf(ck_path path, const float *x, float *y, size_t n);
+/// erf in float32 arithmetic (≤ 2.6 ulp), the one GELU's exact form uses; same bits on every path.
+void ck_erf_float(ck_path path, const float *x, float *y, size_t n);
 void ck_exp(ck_path path, const float *x, float *y, size_t n);
 void ck_tanh(ck_path path, const float *x, float *y, size_t n);
 

@@ -145,6 +145,13 @@ public enum Kernels {
         ck_erf(path.ck, x, y, count)
     }
 
+    /// y = erf(x) in float32 arithmetic (within 2.6 ulp): the erf of GELU's exact form, 2.6–2.9× faster than the
+    /// double evaluation on AVX-512; the same bits on every path; x may be y.
+    public static func erfFloat(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int,
+                                path: VectorPath = .current) {
+        ck_erf_float(path.ck, x, y, count)
+    }
+
     /// y = eˣ, evaluated in double and rounded once; x may be y.
     public static func exp(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int,
                            path: VectorPath = .current) {
