@@ -42,6 +42,8 @@ struct BenchASRCommand: ParsableCommand {
     @Option(help: "Seed of the weights and the synthetic data. (default: 0)") var seed: OptionText?
     @Option(name: .customLong("shared_memory"), help: ArgumentHelp("Sum gradients in a shared-memory window on each node, then by MPI between nodes (true), or by MPI_Allreduce alone (false).", valueName: "bool"))
     var sharedMemory: OptionText = "true"
+    @Option(name: .customLong("amp_dtype"), help: ArgumentHelp("Train under autocast in this dtype (use_amp, the default GradScaler): float16 or bfloat16; none for float32. (default: none)", valueName: "dtype"))
+    var ampDType: OptionText?
     @Option(name: .customLong("blas_threads"), help: ArgumentHelp("OpenBLAS threads per rank.", valueName: "n")) var blasThreads: OptionText = "1"
     @Option(name: .customLong("result_path"), help: ArgumentHelp("Folder for rank 0's bench.json and bench.txt.", valueName: "dir"))
     var resultPath: String?
@@ -76,6 +78,14 @@ struct BenchASRCommand: ParsableCommand {
         guard let s = UInt64(seedText) else { throw BenchmarkError.invalid(option: "seed", reason: "must be a non-negative integer, found '\(seedText)'") }
         c.seed = s
         c.sharedMemory = try OptionText.boolean(sharedMemory, "shared_memory")
+        // the root command declares --amp_dtype too (see orArgument)
+        let amp = ampDType.orArgument("amp_dtype", after: "bench-asr", default: "none").text
+        if amp != "none" {
+            guard let p = ReducedPrecision(rawValue: amp) else {
+                throw BenchmarkError.invalid(option: "amp_dtype", reason: "must be none, float16 or bfloat16, found '\(amp)'")
+            }
+            c.ampDType = p
+        }
         let threads = try OptionText.integer(blasThreads, "blas_threads")
         guard threads >= 1 else { throw BenchmarkError.invalid(option: "blas_threads", reason: "must be >= 1, found \(threads)") }
         return c

@@ -13,6 +13,13 @@ import CKernels
 /// p(y + p(b)) (cuDNN convolves without it, ATen adds it to the p output); backward, from a
 /// p-valued dy: dW = p(Σ_batch dy_b·p(cols_b)ᵀ) and db = p(Σ dy), each rounded once for the whole batch and added
 /// into the float32 gradient buffer, and dx = p(fold(p(W)ᵀ·dy_b)).
+///
+/// Under bfloat16 on a CPU with AVX512_BF16 (`bfloat16Products` = `.native`, the default there, as for Linear) the
+/// three products run in `BF16GEMM`'s kernels, which round their float32 operands as they pack them: y_b = W·cols_b
+/// and dcols = Wᵀ·dy_b as its "input gradient" product (dy := W or Wᵀ, w := cols_b or dy_b), Σ_b dy_b·cols_bᵀ as its
+/// "forward" product (x := dy_b, w := cols_b) added per utterance into the batch's float32 sum. The same sums of
+/// exact bfloat16 products as the emulation, added in another order; the roundings around them are the emulation's.
+/// A dy that is not bfloat16-valued falls back to the emulated backward (as Linear's does).
 public final class Conv2d {
     public let inChannels: Int
     public let outChannels: Int
@@ -26,6 +33,14 @@ public final class Conv2d {
     private let roundedWeight = FloatBuffer(count: 0), roundedBias = FloatBuffer(count: 0)
     private let batchGradient = FloatBuffer(count: 0)
     private var precision: ReducedPrecision?
+    // native bfloat16 products: the kernels' scratch, one utterance's dW, and Wᵀ for dcols
+    private let workspace = BF16GEMM.Workspace()
+    private let utteranceGradient = FloatBuffer(count: 0), transposedWeight = FloatBuffer(count: 0)
+
+    /// How the products run under bfloat16 autocast (see the type's documentation); float16 is always emulated.
+    public var bfloat16Products = BF16GEMM.defaultProducts
+    /// Whether the last forward and backward ran the native bfloat16 products; tests read it.
+    internal private(set) var ranNative = (forward: false, backward: false)
 
     public init(_ inChannels: Int, _ outChannels: Int, kernel: Int = 3, stride: Int = 2, bias: Bool = true) {
         self.inChannels = inChannels; self.outChannels = outChannels
@@ -75,18 +90,26 @@ public final class Conv2d {
         precision = amp
         var weight = UnsafePointer(store.values.pointer + weightOffset)
         var bias = UnsafePointer(store.values.pointer + biasOffset)
+        let native = amp == .bfloat16 && BF16GEMM.effective(bfloat16Products) == .native
+        ranNative = (native, false)
         if let amp { (weight, bias) = castParameters(amp) }
         for b in 0..<batch {
             unfold(x + b * inChannels * height * width, height: height, width: width, outH: outH, outW: outW)
-            amp?.round(cols.pointer, count: patch * n)
             let yb = y + b * outChannels * n
             if amp == nil, hasBias {
                 for o in 0..<outChannels { Kernels.fill(yb + o * n, count: n, value: bias[o]) }
                 BLAS.sgemm(transposeA: false, transposeB: false, m: outChannels, n: n, k: patch,
                            a: weight, lda: patch, b: cols.pointer, ldb: n, beta: 1, c: yb, ldc: n)
             } else {
-                BLAS.sgemm(transposeA: false, transposeB: false, m: outChannels, n: n, k: patch,
-                           a: weight, lda: patch, b: cols.pointer, ldb: n, beta: 0, c: yb, ldc: n)
+                if native {
+                    // y_b = bf16(W)·bf16(cols_b): the kernel rounds both as it packs them
+                    BF16GEMM.inputGradient(dy: store.values.pointer + weightOffset, w: cols.pointer, dx: yb,
+                                           rows: outChannels, inFeatures: n, outFeatures: patch, workspace: workspace)
+                } else {
+                    amp?.round(cols.pointer, count: patch * n)
+                    BLAS.sgemm(transposeA: false, transposeB: false, m: outChannels, n: n, k: patch,
+                               a: weight, lda: patch, b: cols.pointer, ldb: n, beta: 0, c: yb, ldc: n)
+                }
                 if let amp, hasBias {
                     amp.round(yb, count: outChannels * n)   // cuDNN's product, before ATen adds the bias
                     for o in 0..<outChannels { let bo = bias[o]; let r = yb + o * n; for t in 0..<n { r[t] += bo } }
@@ -134,6 +157,14 @@ public final class Conv2d {
         var weight = UnsafePointer(store.values.pointer + weightOffset)
         // under autocast: the float32 sums of the whole batch, rounded once and then added to the buffer
         var weightGradient = g + weightOffset, biasGradient = g + biasOffset
+        let native = ranNative.forward && BF16GEMM.allRepresentable(dy, count: batch * outChannels * n)
+        ranNative.backward = native
+        if native, dx != nil {
+            // Wᵀ [patch, Cout] for dcols = Wᵀ·dy_b (rounded by the kernel)
+            transposedWeight.resize(to: outChannels * patch)
+            Kernels.transpose(store.values.pointer + weightOffset, rows: patch, cols: outChannels,
+                              into: transposedWeight.pointer, addingBias: nil)
+        }
         if let amp = precision {
             weight = castParameters(amp).0
             if accumulate {
@@ -146,14 +177,27 @@ public final class Conv2d {
             let dyb = dy + b * outChannels * n
             if accumulate {
                 unfold(x + b * inChannels * height * width, height: height, width: width, outH: outH, outW: outW)
-                precision?.round(cols.pointer, count: patch * n)
-                BLAS.sgemm(transposeA: false, transposeB: true, m: outChannels, n: patch, k: n,
-                           a: dyb, lda: n, b: cols.pointer, ldb: n, beta: 1, c: weightGradient, ldc: patch)
+                if native {
+                    // dy_b·cols_bᵀ in float32 sums of exact products, added into the batch's float32 sum
+                    utteranceGradient.resize(to: outChannels * patch)
+                    BF16GEMM.forward(x: dyb, w: cols.pointer, bias: nil, y: utteranceGradient.pointer, rows: outChannels,
+                                     inFeatures: n, outFeatures: patch, workspace: workspace)
+                    Kernels.add(utteranceGradient.pointer, into: weightGradient, count: outChannels * patch)
+                } else {
+                    precision?.round(cols.pointer, count: patch * n)
+                    BLAS.sgemm(transposeA: false, transposeB: true, m: outChannels, n: patch, k: n,
+                               a: dyb, lda: n, b: cols.pointer, ldb: n, beta: 1, c: weightGradient, ldc: patch)
+                }
                 if hasBias { for o in 0..<outChannels { biasGradient[o] += Self.sum(dyb + o * n, count: n) } }
             }
             if let dx {
-                BLAS.sgemm(transposeA: true, transposeB: false, m: patch, n: n, k: outChannels,
-                           a: weight, lda: patch, b: dyb, ldb: n, beta: 0, c: cols.pointer, ldc: n)
+                if native {
+                    BF16GEMM.inputGradient(dy: transposedWeight.pointer, w: dyb, dx: cols.pointer, rows: patch,
+                                           inFeatures: n, outFeatures: outChannels, workspace: workspace)
+                } else {
+                    BLAS.sgemm(transposeA: true, transposeB: false, m: patch, n: n, k: outChannels,
+                               a: weight, lda: patch, b: dyb, ldb: n, beta: 0, c: cols.pointer, ldc: n)
+                }
                 let offset = b * inChannels * height * width
                 fold(into: dx + offset, reluMask: reluMask.map { $0 + offset }, height: height, width: width, outH: outH, outW: outW)
             }

@@ -46,6 +46,8 @@ public enum ASRBenchmark {
         public var seed: UInt64 = 0
         /// Sum the gradients in a shared-memory window on each node, then by MPI between nodes (as the trainer does).
         public var sharedMemory = true
+        /// Autocast of the forward (use_amp with this amp_dtype; nil: float32), with the trainer's default GradScaler.
+        public var ampDType: ReducedPrecision?
         public init() {}
 
         public static let lengthModes = ["random", "by_rank"]
@@ -99,6 +101,8 @@ public enum ASRBenchmark {
         public var blas = ""
         /// How the ranks summed gradients (the trainer's start line says the same).
         public var gradientSum = ""
+        /// "float32", or the autocast dtype and how its products run ("bfloat16, native (AVX512_BF16) products").
+        public var precision = "float32"
         public var blasThreads = 1
         public var flushDenormal = false
         public var configuration = Configuration()
@@ -263,9 +267,15 @@ public enum ASRBenchmark {
         let scheduler = try OptimScheduler(name: "main", type: "const.ConstantLr",
                                            conf: ["optim_type": .string("Adam"),
                                                   "optim_conf": .map(["lr": .double(config.lr), "betas": .list([.double(0.9), .double(0.98)])])],
-                                           model: model, options: TrainingOptions(accumGrad: config.accumGrad),
+                                           model: model,
+                                           options: TrainingOptions(accumGrad: config.accumGrad, useAMP: config.ampDType != nil,
+                                                                    ampDType: config.ampDType ?? .float16),
                                            synchronizer: world > 1 ? sync : nil)
-        let context = ForwardContext(training: true, amp: nil)
+        let context = ForwardContext(training: true, amp: config.ampDType)
+        report.precision = config.ampDType.map {
+            $0 == .bfloat16 ? "bfloat16, \(BF16GEMM.effective(BF16GEMM.defaultProducts) == .native ? BF16GEMM.kernelName : "emulated") products"
+                            : "\($0), emulated products"
+        } ?? "float32"
         var losses = NamedValues(names: model.lossNames), metrics = NamedValues(names: model.metricNames)
         let timer = StepTimer()
 
@@ -412,7 +422,7 @@ extension ASRBenchmark.Report {
         var lines = [
             "bench-asr: ar_asr.ARASR, conv \(c.convDims) → \(c.dModel), \(c.encoderLayers)+\(c.decoderLayers) layers, \(c.heads) heads, FFN \(c.ffn), vocabulary \(c.vocabulary); \(parameters) parameters",
             "ranks:     \(worldSize) on \(nodes) node(s); \(host): \(cpu), \(cores) cores; \(blasThreads) BLAS thread(s) per rank",
-            "machine:   \(blas); denormals \(flushDenormal ? "flushed" : "kept"); \(date)"
+            "machine:   \(blas); denormals \(flushDenormal ? "flushed" : "kept"); \(precision); \(date)"
                 + (worldSize > 1 ? "; gradients \(gradientSum)" : ""),
             "batch:     \(batchPerRank) per rank (global \(globalBatch)) × \(lengths) × 80 (mean \(f(meanFrames)) padded), \(c.tokens) tokens at \(c.frames) frames; "
                 + "accum_grad \(c.accumGrad), \(c.steps) timed steps after \(c.warmup) warm-up; loss \(f(Double(firstLoss), 2)) → \(f(Double(lastLoss), 2))",
