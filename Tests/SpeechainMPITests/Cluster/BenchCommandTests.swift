@@ -182,6 +182,25 @@ func launchBench(np: Int?, _ arguments: [String], timeout: Double) throws -> Clu
         #expect(shapes.contains { $0.shape == "256×2304×171 NT" } && shapes.contains { $0.shape == "2304×171×256 TN" })
     }
 
+    /// --amp_dtype trains under autocast; the report says which dtype and how its products ran (bfloat16 natively
+    /// where the CPU has AVX512_BF16), and float32 without it.
+    @Test(arguments: [ReducedPrecision?.none, .float16, .bfloat16])
+    func autocastRunsAndIsReported(amp: ReducedPrecision?) throws {
+        let (r, report) = try run(Self.tiny + ["--batch_size", "2", "--frames", "40", "--steps", "2", "--warmup", "1"]
+                                  + (amp.map { ["--amp_dtype", $0.rawValue] } ?? []))
+        #expect(r.status == 0, "\(r.output)")
+        let b = try #require(report, "\(r.output)")
+        let expected = switch amp {
+        case nil: "float32"
+        case .float16: "float16, emulated products"
+        case .bfloat16: BF16GEMM.isSupported ? "bfloat16, native (AVX512_BF16) products" : "bfloat16, emulated products"
+        }
+        #expect(b.precision == expected)
+        #expect(b.configuration.ampDType == amp)
+        #expect(r.stdout.contains("; \(expected); "), "\(r.stdout)")
+        #expect(b.firstLoss.isFinite && b.lastLoss.isFinite)
+    }
+
     /// Two ranks, each its own batches of random lengths (16…48 frames, drawn per rank and step), accum_grad 2:
     /// one allreduce of the whole gradient per update, and the replicas end bit-identical.
     @Test func underMPIRunTheReplicasStayIdentical() throws {
@@ -230,6 +249,7 @@ func launchBench(np: Int?, _ arguments: [String], timeout: Double) throws -> Clu
         (["--heads", "3"], "--heads must be >= 1 and divide --d_model 256, found 3"),
         (["--steps", "3", "--accum_grad", "2"], "--steps 3 is not a multiple of --accum_grad 2"),
         (["--conv_dims", "8,x"], "--conv_dims must be comma-separated integers"),
+        (["--amp_dtype", "fp8"], "--amp_dtype must be none, float16 or bfloat16, found 'fp8'"),
     ])
     func badArgumentsAreOneLine(arguments: [String], message: String) throws {
         let (r, _) = try run(arguments)
