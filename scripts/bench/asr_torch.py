@@ -59,6 +59,8 @@ def main():
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--tokens", type=int, default=40)
     ap.add_argument("--dump-params", type=Path, default=None)
+    ap.add_argument("--autocast", choices=["off", "bfloat16"], default="off",
+                    help="run the forward under torch.autocast('cpu', dtype=torch.bfloat16) (backward and Adam as usual)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     flushed = torch.set_flush_denormal(True) if a.flush_denormal else False
@@ -85,7 +87,8 @@ def main():
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=False)
         t1 = time.perf_counter()
-        r = arasr_ref.asr_train_step(model, cfg, feat, feat_len, text, text_len)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast == "bfloat16"):
+            r = arasr_ref.asr_train_step(model, cfg, feat, feat_len, text, text_len)
         loss = r["loss"]
         t2 = time.perf_counter()
         loss.backward()
@@ -108,7 +111,7 @@ def main():
     ms = lambda xs: statistics.median(xs) * 1e3  # noqa: E731
     print(json.dumps({
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "flush_denormal": bool(flushed), "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "flush_denormal": bool(flushed), "autocast": a.autocast, "deterministic": torch.are_deterministic_algorithms_enabled(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "batch": a.batch, "frames": a.frames, "tokens": a.tokens, "steps": a.steps, "warmup": a.warmup,
         "utterances_per_s": a.batch / step, "step_ms": step * 1e3, "zero_grad_ms": ms(zg),
