@@ -70,7 +70,8 @@ public final class Linear: Layer {
     /// product saves. Measured with OpenBLAS 0.3.21's Cooperlake kernels on an AMD EPYC family 25 model 17, one
     /// thread (`scripts/bench/linear_orientation.c`): 64 rows × 2048 → 2048 at 69–71 GFLOP/s as y = x·Wᵀ and 90 as
     /// yᵀ = W·xᵀ, 2048 → 512 at 71 and 89–94, 128 rows 84 and 95, 256 rows 94 and 100; at 1200 rows either way wins
-    /// by the shape. The product's terms and their order are the same either way; only OpenBLAS's blocking differs.
+    /// by the shape. The same products either way, summed in OpenBLAS's own blocking (so the last bits of y may
+    /// differ between the two orientations; each batch size always takes the same one).
     public static let transposedForwardMaxRows = 256
 
     /// Output rows of W per block under autocast.
@@ -81,7 +82,7 @@ public final class Linear: Layer {
         precision = context.amp
         ranNative = (false, false)
         guard let p = context.amp else {
-            if x.rows <= Linear.transposedForwardMaxRows {
+            if x.rows > 0, x.rows <= Linear.transposedForwardMaxRows {   // (ldc = rows must be ≥ 1)
                 // yᵀ = W·xᵀ, then transposed into y with the bias added on the way (see transposedForwardMaxRows)
                 transposedOutput.resize(to: x.rows * outFeatures)
                 BLAS.sgemm(transposeA: false, transposeB: true, m: outFeatures, n: x.rows, k: inFeatures,
