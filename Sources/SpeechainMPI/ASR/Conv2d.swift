@@ -92,7 +92,7 @@ public final class Conv2d {
         var bias = UnsafePointer(store.values.pointer + biasOffset)
         let native = amp == .bfloat16 && BF16GEMM.effective(bfloat16Products) == .native
         ranNative = (native, false)
-        if let amp { (weight, bias) = castParameters(amp) }
+        if let amp { (weight, bias) = castParameters(amp, weight: !native) }
         for b in 0..<batch {
             unfold(x + b * inChannels * height * width, height: height, width: width, outH: outH, outW: outW)
             let yb = y + b * outChannels * n
@@ -134,11 +134,11 @@ public final class Conv2d {
         return s
     }
 
-    /// p(W) and p(b) in this layer's own buffers.
-    private func castParameters(_ p: ReducedPrecision) -> (UnsafePointer<Float>, UnsafePointer<Float>) {
+    /// p(W) and p(b) in this layer's own buffers (p(W) only when `weight`: the native products round W themselves).
+    private func castParameters(_ p: ReducedPrecision, weight: Bool = true) -> (UnsafePointer<Float>, UnsafePointer<Float>) {
         let w = store.values.pointer
         roundedWeight.resize(to: outChannels * patch)
-        p.round(w + weightOffset, into: roundedWeight.pointer, count: outChannels * patch)
+        if weight { p.round(w + weightOffset, into: roundedWeight.pointer, count: outChannels * patch) }
         if hasBias {
             roundedBias.resize(to: outChannels)
             p.round(w + biasOffset, into: roundedBias.pointer, count: outChannels)
@@ -166,7 +166,7 @@ public final class Conv2d {
                               into: transposedWeight.pointer, addingBias: nil)
         }
         if let amp = precision {
-            weight = castParameters(amp).0
+            if !native { weight = castParameters(amp).0 }
             if accumulate {
                 batchGradient.resize(to: outChannels * patch + outChannels)
                 Kernels.fill(batchGradient.pointer, count: batchGradient.count, value: 0)
