@@ -24,6 +24,22 @@ public struct BLASKernels: Sendable, Equatable, CustomStringConvertible {
     public var replaced: String?
     /// OPENBLAS_CORETYPE as the user set it (nil when unset, or set by this program).
     public var userCoreType: String?
+    /// The CPU's vendor and family (/proc/cpuinfo), for the one model whose best kernels are not its widest.
+    public var cpu: CPUIdentity? = nil
+
+    /// `vendor_id` and `cpu family` of /proc/cpuinfo.
+    public struct CPUIdentity: Sendable, Equatable {
+        public var vendor: String
+        public var family: Int
+        public init(vendor: String, family: Int) { self.vendor = vendor; self.family = family }
+
+        /// AMD family 25 with AVX-512 is Zen 4, whose cores execute a 512-bit instruction as two 256-bit halves.
+        /// OpenBLAS 0.3.21 gives it its AVX-512 sets (Cooperlake), but its AVX2 set (Haswell) measured faster there
+        /// on every product of the steps (2026-12-07, AMD EPYC family 25 model 17, alternated pairs: the 1024³ sgemm
+        /// 106–109 against 98–102 GFLOP/s, the benchmark MLP's products 86–91 against 79–84, the ASR step 0.93–0.97×).
+        /// Zen 5 (family 26) runs AVX-512 at full width, and there Cooperlake was the faster (2026-12-02).
+        public func prefersAVX2Kernels(at level: Level) -> Bool { vendor == "AuthenticAMD" && family == 25 && level == .avx512 }
+    }
 
     /// The ISA level of OpenBLAS 0.3.21's x86-64 kernel sets (names as `openblas_get_corename` spells them,
     /// compared without case). A name not listed (a newer release's) is trusted.
@@ -37,19 +53,29 @@ public struct BLASKernels: Sendable, Equatable, CustomStringConvertible {
     ]
 
     /// The kernels to ask for on a CPU of each level: measured fastest on the step's GEMM shapes (README, "BLAS
-    /// kernels"); Haswell is OpenBLAS's AVX2 set.
-    public static func preferredKernels(for level: Level) -> String? {
+    /// kernels"); Haswell is OpenBLAS's AVX2 set, also on a Zen 4 (see `CPUIdentity.prefersAVX2Kernels`).
+    public static func preferredKernels(for level: Level, cpu: CPUIdentity? = nil) -> String? {
         switch level {
-        case .avx512: return "SkylakeX"
+        case .avx512: return cpu?.prefersAVX2Kernels(at: level) == true ? "Haswell" : "SkylakeX"
         case .avx2: return "Haswell"
         case .avx, .sse: return nil
         }
     }
 
-    /// The kernels are a fallback when they use a lower vector level than the CPU offers (AVX2 or more).
+    /// The kernels are a fallback when they use a lower vector level than the ones this CPU is best served by.
     public var isFallback: Bool {
-        guard let level = Self.kernelLevels[kernels.lowercased()], cpuLevel >= .avx2 else { return false }
-        return level < min(cpuLevel, .avx512) && Self.preferredKernels(for: cpuLevel) != nil
+        guard let level = Self.kernelLevels[kernels.lowercased()], cpuLevel >= .avx2,
+              let preferred = Self.preferredKernels(for: cpuLevel, cpu: cpu),
+              let preferredLevel = Self.kernelLevels[preferred.lowercased()] else { return false }
+        return level < preferredLevel
+    }
+
+    /// The kernels this program restarts with: the preferred ones when OpenBLAS chose a fallback, and Haswell when
+    /// it chose an AVX-512 set on a Zen 4; nil when its choice stands.
+    public var betterKernels: String? {
+        if isFallback { return Self.preferredKernels(for: cpuLevel, cpu: cpu) }
+        if let cpu, cpu.prefersAVX2Kernels(at: cpuLevel), Self.kernelLevels[kernels.lowercased()] == .avx512 { return "Haswell" }
+        return nil
     }
 
     public var description: String {
@@ -75,7 +101,18 @@ public struct BLASKernels: Sendable, Equatable, CustomStringConvertible {
         let kernels = openblas_get_corename().map { String(cString: $0) } ?? "unknown"
         let imposed = environment[imposedMarker] != nil || environment[replacedMarker] != nil
         return BLASKernels(version: version, kernels: kernels, cpuLevel: cpuLevel(), replaced: environment[replacedMarker],
-                           userCoreType: imposed ? nil : environment["OPENBLAS_CORETYPE"])
+                           userCoreType: imposed ? nil : environment["OPENBLAS_CORETYPE"], cpu: cpuIdentity())
+    }
+
+    /// The CPU's vendor and family from /proc/cpuinfo (nil when it does not say).
+    public static func cpuIdentity(cpuinfo: String? = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) -> CPUIdentity? {
+        guard let lines = cpuinfo?.split(separator: "\n") else { return nil }
+        func value(_ key: String) -> String? {
+            guard let line = lines.first(where: { $0.hasPrefix(key) }), let colon = line.firstIndex(of: ":") else { return nil }
+            return line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        guard let vendor = value("vendor_id"), let family = value("cpu family").flatMap({ Int($0) }) else { return nil }
+        return CPUIdentity(vendor: vendor, family: family)
     }
 
     /// The CPU's vector level from the flags the kernel reports (CPUID bits it also enabled in XCR0).
@@ -88,15 +125,14 @@ public struct BLASKernels: Sendable, Equatable, CustomStringConvertible {
         return .sse
     }
 
-    /// When OpenBLAS runs fallback kernels and the user did not choose them, runs this program again (same PID,
-    /// same arguments) with OPENBLAS_CORETYPE set to the kernels for this CPU. Call it first thing in `main`,
-    /// before MPI is initialised. Returns only when nothing needs to change (or the restart failed, which is
-    /// reported by `current()` still naming the fallback).
+    /// When OpenBLAS runs fallback kernels (or its AVX-512 set on a Zen 4) and the user did not choose them, runs
+    /// this program again (same PID, same arguments) with OPENBLAS_CORETYPE set to the kernels for this CPU. Call it
+    /// first thing in `main`, before MPI is initialised. Returns only when nothing needs to change (or the restart
+    /// failed, which is reported by `current()` still naming OpenBLAS's choice).
     public static func ensureNativeKernels() {
         let environment = ProcessInfo.processInfo.environment
         let now = current(environment: environment)
-        guard now.isFallback, now.userCoreType == nil, now.replaced == nil,
-              let better = preferredKernels(for: now.cpuLevel) else { return }
+        guard now.userCoreType == nil, now.replaced == nil, let better = now.betterKernels else { return }
         setenv("OPENBLAS_CORETYPE", better, 1)
         setenv(replacedMarker, now.kernels, 1)
         unsetenv(imposedMarker)

@@ -15,6 +15,45 @@ import Testing
         #expect(BLASKernels.cpuLevel(cpuinfo: "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl\n") == .avx512)
         #expect(BLASKernels.cpuLevel(cpuinfo: "flags\t\t: fpu sse2 avx avx2 fma avx512f\n") == .avx2)
         #expect(BLASKernels.cpuLevel(cpuinfo: "flags\t\t: fpu sse2 avx\n") == .avx)
+        // what OpenBLAS chose stands unless it is a fallback
+        #expect(k("Cooperlake", .avx512).betterKernels == nil && k("Prescott", .avx512).betterKernels == "SkylakeX")
+    }
+
+    /// On a Zen 4 (AMD family 25 with AVX-512) the AVX2 kernels are the preferred ones: OpenBLAS's AVX-512 choice is
+    /// replaced by Haswell, Haswell is no fallback there; not on a Zen 5 (family 26), a Zen 3 (no AVX-512) or an Intel CPU.
+    @Test func zen4PrefersTheAVX2Kernels() {
+        func k(_ kernels: String, _ cpu: BLASKernels.Level, _ vendor: String, _ family: Int) -> BLASKernels {
+            BLASKernels(version: "0.3.21", kernels: kernels, cpuLevel: cpu, replaced: nil, userCoreType: nil,
+                        cpu: .init(vendor: vendor, family: family))
+        }
+        let amd = "AuthenticAMD", intel = "GenuineIntel"
+        #expect(k("Cooperlake", .avx512, amd, 25).betterKernels == "Haswell" && !k("Cooperlake", .avx512, amd, 25).isFallback)
+        #expect(k("SkylakeX", .avx512, amd, 25).betterKernels == "Haswell")
+        #expect(k("Haswell", .avx512, amd, 25).betterKernels == nil && !k("Haswell", .avx512, amd, 25).isFallback)
+        #expect(k("Prescott", .avx512, amd, 25).isFallback && k("Prescott", .avx512, amd, 25).betterKernels == "Haswell")
+        #expect(k("Cooperlake", .avx512, amd, 26).betterKernels == nil && k("Haswell", .avx512, amd, 26).isFallback)
+        #expect(k("Zen", .avx2, amd, 25).betterKernels == nil && k("Haswell", .avx2, amd, 25).betterKernels == nil)
+        #expect(k("Cooperlake", .avx512, intel, 6).betterKernels == nil && k("Prescott", .avx512, intel, 6).betterKernels == "SkylakeX")
+        let info = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+        #expect(BLASKernels.cpuIdentity(cpuinfo: info) == .init(vendor: "AuthenticAMD", family: 25))
+        #expect(BLASKernels.cpuIdentity(cpuinfo: "processor\t: 0\n") == nil)
+    }
+
+    /// Started with nothing in the environment, the program runs what `betterKernels` says for this CPU: OpenBLAS's
+    /// own choice when it stands, else a restart (on a Zen 4: Haswell instead of Cooperlake).
+    @Test func withoutOpenBLASCoretypeTheProgramRunsThisCPUsBestKernels() throws {
+        let here = BLASKernels.current(environment: [:])   // this test process: OpenBLAS's own choice
+        let result = try launch(np: nil, environment: [:])
+        #expect(result.status == 0, "\(result.stderr)")
+        let line = try #require(result.stdout.split(separator: "\n").first { $0.hasPrefix("BLAS: ") }, "\(result.stdout)")
+        if let user = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] {
+            // an OPENBLAS_CORETYPE in the environment is the user's: it stands
+            #expect(line.contains("(OPENBLAS_CORETYPE=\(user), yours)"), "\(line)")
+        } else if let better = here.betterKernels {
+            #expect(line.contains("\(better) kernels on an \(here.cpuLevel.name) CPU (OpenBLAS chose \(here.kernels); restarted with OPENBLAS_CORETYPE=\(better))"), "\(line)")
+        } else {
+            #expect(line.contains("OpenBLAS 0.3.21, \(here.kernels) kernels on an \(here.cpuLevel.name) CPU |") || line.contains("\(here.kernels) kernels on an \(here.cpuLevel.name) CPU;"), "\(line)")
+        }
     }
 
     /// OPENBLAS_CORETYPE=Prescott makes OpenBLAS start on its SSE3 kernels on any x86-64 CPU; marked as imposed (not
@@ -22,7 +61,8 @@ import Testing
     @Test(arguments: [nil, 2] as [Int?])
     func prescottIsDetectedAndReplaced(np: Int?) throws {
         let level = BLASKernels.cpuLevel()
-        let expected = try #require(BLASKernels.preferredKernels(for: level), "this CPU (\(level.name)) has no better kernels than SSE3")
+        let expected = try #require(BLASKernels.preferredKernels(for: level, cpu: BLASKernels.cpuIdentity()),
+                                    "this CPU (\(level.name)) has no better kernels than SSE3")
         let environment = ["OPENBLAS_CORETYPE": "Prescott", BLASKernels.imposedMarker: "1"]
         let result = try launch(np: np, environment: environment)
         #expect(result.status == 0, "\(result.stderr)")
