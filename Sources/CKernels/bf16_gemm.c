@@ -1,4 +1,5 @@
-// bfloat16 products of a Linear layer with AVX512_BF16 (see include/BF16GEMM.h for the contract).
+// Linear products in our own AVX-512 kernels (see include/BF16GEMM.h for the contracts): the three bfloat16 products
+// with AVX512_BF16, and (at the end of the file) the float32 forward for small batches.
 //
 // vdpbf16ps adds, in each of 16 float32 lanes, a[2i]·b[2i] + a[2i+1]·b[2i+1] over bfloat16 pairs: every operand is
 // packed as 32-bit words holding two bfloat16 values that are consecutive along the reduction. The micro-kernel
@@ -31,6 +32,9 @@
 
 #define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #define BF16_INLINE static inline __attribute__((always_inline)) BF16_TARGET
+// the float32 forward and the helpers it shares with the bfloat16 kernels need AVX-512F only
+#define F32_TARGET __attribute__((target("avx512f")))
+#define F32_INLINE static inline __attribute__((always_inline)) F32_TARGET
 
 // Tiles of 6 × 64: 24 of the 32 vector registers hold sums (the kernel alone runs at 300–340 GFLOP/s here).
 enum { MRF = 6, NVF = 4 };    // forward: 6 rows of w × 64 rows of x
@@ -154,10 +158,10 @@ BF16_INLINE void kernel(int MR, int NV, const uint32_t *restrict a, size_t sr, s
 BF16_KERNEL_FOR_ROWS(kernel_nv4, 4)
 _Static_assert(NVF == 4 && NVX == 4 && NVW == 4 && MRF <= MRMAX && MRX <= MRMAX && MRW <= MRMAX, "tile shapes");
 
-static __mmask16 first_lanes(size_t n) { return n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1); }
+F32_INLINE __mmask16 first_lanes(size_t n) { return n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1); }
 
 // dst[c·ld + r] = src[r·ls + c] + bias[r] for r < rows ≤ 16, c < cols ≤ 16 (bias may be NULL).
-BF16_TARGET static void transpose16(const float *src, size_t ls, size_t rows, size_t cols, const float *bias,
+F32_TARGET static void transpose16(const float *src, size_t ls, size_t rows, size_t cols, const float *bias,
                                     float *dst, size_t ld) {
     __m512 r[16], t[16];
     const __mmask16 cm = first_lanes(cols), rm = first_lanes(rows);
@@ -331,9 +335,121 @@ static int detect(void) {
     return (a & (1u << 5)) ? 1 : 0;              // AVX512_BF16
 }
 
+
+// ---- float32 forward for small batches: y[M, N] = x[M, K]·w[N, K]ᵀ + bias, M ≤ a few hundred rows ----
+//
+// OpenBLAS packs all of w (the operand it sees transposed) on every call, and for a batch of 64 rows that copy costs
+// a fifth of the product. Here w is never copied: the kernel broadcasts its elements straight from 6 rows of w (six
+// sequential streams, the next block's rows prefetched into L2 while this one computes) against a panel of 64 rows
+// of x transposed [k][64] (64-byte aligned, zero beyond M), keeping 6 × 64 float32 sums in 24 of the 32 vector
+// registers; each sum runs over k in order with one FMA per step. yᵀ goes through the workspace and is transposed
+// 16 × 16 into y with the bias added, as in the bfloat16 forward above.
+
+// c[r·ldc + ·] (r < MR, NV·16 floats each, 64-byte aligned) = Σ_k a[r·lda + k] · b[k][·]  (b's rows 64 apart)
+F32_INLINE void f32_kernel(int MR, int NV, const float *restrict a, size_t lda, const float *restrict b, size_t K,
+                           float *restrict c, size_t ldc, prefetch_t pf) {
+    __m512 acc[MRMAX][4];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+#define F32_STEP(k)                                                                                            \
+    do {                                                                                                       \
+        __m512 bv[4];                                                                                          \
+        for (int v = 0; v < NV; v++) bv[v] = _mm512_load_ps(b + (k) * 64 + v * 16);                          \
+        for (int r = 0; r < MR; r++) {                                                                         \
+            const __m512 av = _mm512_set1_ps(a[r * lda + (k)]);                                                \
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);                   \
+        }                                                                                                      \
+    } while (0)
+    size_t k = 0;
+    const size_t nk = pf.count < K ? pf.count : K;
+    const size_t low = ((size_t)1 << pf.shift) - 1;
+    for (; k < nk; k++) {
+        const size_t i = pf.first + k;
+        __builtin_prefetch(pf.base + (i >> pf.shift) * pf.stride + ((i & low) << 6), 0, 2);
+        F32_STEP(k);
+    }
+    for (; k < K; k++) F32_STEP(k);
+#undef F32_STEP
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) _mm512_store_ps(c + r * ldc + v * 16, acc[r][v]);
+}
+
+// One kernel per row count and width (16, 32, 48 or 64 columns of the panel), each unrolled with its sums in
+// registers: a last panel of few rows computes only the vectors it has.
+#define F32_KERNEL_FOR_ROWS(NAME, NV)                                                                          \
+    F32_TARGET static void NAME(int mr, const float *a, size_t lda, const float *b, size_t K, float *c,        \
+                                size_t ldc, prefetch_t pf) {                                                   \
+        switch (mr) {                                                                                          \
+        case 1: f32_kernel(1, NV, a, lda, b, K, c, ldc, pf); break;                                            \
+        case 2: f32_kernel(2, NV, a, lda, b, K, c, ldc, pf); break;                                            \
+        case 3: f32_kernel(3, NV, a, lda, b, K, c, ldc, pf); break;                                            \
+        case 4: f32_kernel(4, NV, a, lda, b, K, c, ldc, pf); break;                                            \
+        case 5: f32_kernel(5, NV, a, lda, b, K, c, ldc, pf); break;                                            \
+        default: f32_kernel(6, NV, a, lda, b, K, c, ldc, pf); break;                                           \
+        }                                                                                                      \
+    }
+F32_KERNEL_FOR_ROWS(f32_kernel_nv1, 1)
+F32_KERNEL_FOR_ROWS(f32_kernel_nv2, 2)
+F32_KERNEL_FOR_ROWS(f32_kernel_nv3, 3)
+F32_KERNEL_FOR_ROWS(f32_kernel_nv4, 4)
+typedef void (*f32_kernel_fn)(int, const float *, size_t, const float *, size_t, float *, size_t, prefetch_t);
+
+enum { F32_NR = 64 };
+
+size_t f32_linear_forward_workspace_bytes(size_t M, size_t K, size_t N) {
+    const size_t ldt = round_up(M, F32_NR);
+    return (ldt * K + round_up(N, 16) * ldt) * 4;
+}
+
+F32_TARGET void f32_linear_forward(const float *x, const float *w, const float *bias, float *y,
+                                   size_t M, size_t K, size_t N, void *workspace) {
+    const size_t panels = (M + F32_NR - 1) / F32_NR, ldt = panels * F32_NR;
+    float *xp = workspace;                  // [panel][k][64]: x's rows as columns
+    float *yt = xp + ldt * K;               // [N][ldt]: yᵀ
+    if (M % F32_NR) memset(xp + (panels - 1) * K * F32_NR, 0, K * F32_NR * 4);   // the last panel's missing rows
+    for (size_t m0 = 0; m0 < M; m0 += 16)
+        for (size_t k0 = 0; k0 < K; k0 += 16)
+            transpose16(x + m0 * K + k0, K, M - m0 < 16 ? M - m0 : 16, K - k0 < 16 ? K - k0 : 16, NULL,
+                        xp + (m0 / F32_NR) * K * F32_NR + k0 * F32_NR + m0 % F32_NR, F32_NR);
+    for (size_t n0 = 0; n0 < N; n0 += MRMAX) {
+        const size_t mr = N - n0 < MRMAX ? N - n0 : MRMAX;
+        // while this block computes, the next block of w's rows (contiguous) comes into L2
+        const size_t next = n0 + mr < N ? (N - n0 - mr < MRMAX ? N - n0 - mr : MRMAX) : 0;
+        const size_t lines = (next * K * 4 + 63) / 64;
+        for (size_t j = 0; j < panels; j++) {
+            const size_t cols = M - j * F32_NR < F32_NR ? M - j * F32_NR : F32_NR;   // rows of x in this panel
+            static const f32_kernel_fn by_width[4] = {f32_kernel_nv1, f32_kernel_nv2, f32_kernel_nv3, f32_kernel_nv4};
+            by_width[(cols + 15) / 16 - 1]((int)mr, w + n0 * K, K, xp + j * K * F32_NR, K, yt + n0 * ldt + j * F32_NR,
+                                           ldt, prefetch_share(w + (n0 + mr) * K, 64, 0, lines, j, panels));
+        }
+    }
+    for (size_t n0 = 0; n0 < N; n0 += 16) {
+        const float *b16 = bias ? bias + n0 : NULL;   // the bias of these 16 outputs
+        for (size_t m0 = 0; m0 < M; m0 += 16)
+            transpose16(yt + n0 * ldt + m0, ldt, N - n0 < 16 ? N - n0 : 16, M - m0 < 16 ? M - m0 : 16, b16,
+                        y + m0 * N + n0, N);
+    }
+}
+
+static int detect_f32(void) {
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0, 0) < 7) return 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0;          // OSXSAVE
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    (void)hi;
+    if ((lo & 0xE6u) != 0xE6u) return 0;         // XMM, YMM, opmask and ZMM state saved by the OS
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b & (1u << 16)) ? 1 : 0;             // AVX512F
+}
+
 #else   // not x86-64 with clang: no native kernels; callers keep the emulation
 
 static int detect(void) { return 0; }
+static int detect_f32(void) { return 0; }
+size_t f32_linear_forward_workspace_bytes(size_t M, size_t K, size_t N) { (void)M; (void)K; (void)N; return 0; }
+void f32_linear_forward(const float *x, const float *w, const float *bias, float *y, size_t M, size_t K, size_t N,
+                        void *ws) { (void)x; (void)w; (void)bias; (void)y; (void)M; (void)K; (void)N; (void)ws; }
 size_t bf16_linear_workspace_bytes(size_t M, size_t K, size_t N) { (void)M; (void)K; (void)N; return 0; }
 void bf16_linear_forward(const float *x, const float *w, const float *bias, float *y, size_t M, size_t K, size_t N,
                          void *ws) { (void)x; (void)w; (void)bias; (void)y; (void)M; (void)K; (void)N; (void)ws; }
@@ -344,6 +460,17 @@ void bf16_linear_accumulate_weight_gradient(const float *dy, const float *x, flo
                                             void *ws) { (void)dy; (void)x; (void)g; (void)M; (void)K; (void)N; (void)ws; }
 
 #endif
+
+static int f32_supported_state = -1;
+
+int f32_linear_supported(void) {
+    int s = __atomic_load_n(&f32_supported_state, __ATOMIC_RELAXED);
+    if (s < 0) {
+        s = detect_f32();
+        __atomic_store_n(&f32_supported_state, s, __ATOMIC_RELAXED);
+    }
+    return s;
+}
 
 int bf16_all_representable(const float *x, size_t n) {
     uint32_t low = 0;

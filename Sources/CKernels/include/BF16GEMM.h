@@ -27,6 +27,15 @@ void bf16_linear_input_gradient(const float *dy, const float *w, float *dx,
 void bf16_linear_accumulate_weight_gradient(const float *dy, const float *x, float *g,
                                             size_t M, size_t K, size_t N, void *workspace);
 
+/// Linear's float32 forward for small batches (M up to a few hundred rows), w read in place (never packed):
+///   y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias[N])   — each sum over k in order (one FMA per step), then the bias added.
+/// `workspace`: f32_linear_forward_workspace_bytes(M, K, N) bytes, aligned to 64. Call only when
+/// f32_linear_supported() is non-zero (AVX512F with the ZMM state enabled). Single-threaded.
+int f32_linear_supported(void);
+size_t f32_linear_forward_workspace_bytes(size_t M, size_t K, size_t N);
+void f32_linear_forward(const float *x, const float *w, const float *bias, float *y,
+                        size_t M, size_t K, size_t N, void *workspace);
+
 /// 1 when every one of the n values is a bfloat16 value (its low 16 bits are zero), so that rounding it is exact.
 int bf16_all_representable(const float *x, size_t n);
 

@@ -35,6 +35,9 @@ public final class Linear: Layer {
     /// emulation otherwise). float16 is always emulated.
     public var bfloat16Products = BF16GEMM.defaultProducts
 
+    /// Which kernel multiplies a float32 forward of 1…`SmallBatchForward.maxRows` rows (see `SmallBatchForward`).
+    public var smallBatchForward = SmallBatchForward.selected
+
     /// Floats per block of W_p / dW_p under autocast: 1 MiB, cache-resident, yet large enough that each sgemm
     /// call (which packs the whole activation matrix again) still does most of its work on the weights.
     public static let defaultAutocastBlockFloats = 1 << 18
@@ -82,6 +85,13 @@ public final class Linear: Layer {
         precision = context.amp
         ranNative = (false, false)
         guard let p = context.amp else {
+            if x.rows >= SmallBatchForward.minRows, x.rows <= SmallBatchForward.maxRows,
+               SmallBatchForward.effective(smallBatchForward) == .own {
+                SmallBatchForward.forward(x: x.data, w: w + weightOffset, bias: hasBias ? UnsafePointer(w + biasOffset) : nil,
+                                          y: y.data, rows: x.rows, inFeatures: inFeatures, outFeatures: outFeatures,
+                                          workspace: workspace)
+                return
+            }
             if x.rows > 0, x.rows <= Linear.transposedForwardMaxRows {   // (ldc = rows must be ≥ 1)
                 // yᵀ = W·xᵀ, then transposed into y with the bias added on the way (see transposedForwardMaxRows)
                 transposedOutput.resize(to: x.rows * outFeatures)

@@ -50,7 +50,11 @@ public enum BF16GEMM {
         deinit { pointer?.deallocate() }
 
         func reserve(rows m: Int, inFeatures k: Int, outFeatures n: Int) -> UnsafeMutableRawPointer {
-            let bytes = max(64, bf16_linear_workspace_bytes(m, k, n))
+            reserve(bytes: bf16_linear_workspace_bytes(m, k, n))
+        }
+
+        func reserve(bytes asked: Int) -> UnsafeMutableRawPointer {
+            let bytes = max(64, asked)
             if bytes > capacity {
                 pointer?.deallocate()
                 pointer = .allocate(byteCount: bytes, alignment: 64)
@@ -90,5 +94,67 @@ public enum BF16GEMM {
     /// they are.
     public static func allRepresentable(_ x: UnsafePointer<Float>, count: Int) -> Bool {
         bf16_all_representable(x, count) != 0
+    }
+}
+
+/// Which kernel multiplies Linear's float32 forward for batches of 1…`maxRows` rows.
+///
+/// - `own`: `f32_linear_forward` (`Sources/CKernels/bf16_gemm.c`): W read in place, never packed; AVX-512F only.
+/// - `openblas`: sgemm as yᵀ = W·xᵀ, then a transpose that adds the bias (`Linear.transposedForwardMaxRows`).
+///
+/// OpenBLAS packs all of W on every call, which for 64 rows costs about a fifth of the product. Measured on an AMD
+/// EPYC family 25 model 17 (Zen 4), one thread, W cold in memory as in a training step (2026-12-07,
+/// `scripts/bench/small_batch_forward.c`): 64 rows × 2048 → 2048 at 107–110 GFLOP/s against OpenBLAS's 81–86 (its
+/// Haswell kernels), 512 → 2048 at 110 against 100, 16 rows × 2048 → 2048 at 91 against 47 (each a median of 21
+/// alternated calls; bench/small-batch-forward-20261207-zen4). Both compute the same sums of the same float32
+/// products, in another order; each of our sums runs over k in order, so a row's outputs do not depend on the batch.
+public enum SmallBatchForward: String, Sendable, CaseIterable, CustomStringConvertible {
+    case own
+    case openblas
+    public var description: String { rawValue }
+
+    /// The batches the choice applies to. Larger ones use sgemm as y = x·Wᵀ; below 16 rows (less than one vector of
+    /// the panel) OpenBLAS was as fast or faster (8 rows × 512 → 2048: 65 against 56 GFLOP/s), and stays.
+    public static let minRows = 16
+    public static let maxRows = Linear.transposedForwardMaxRows
+
+    /// Whether this CPU and OS run `own` (AVX-512F with the ZMM state enabled).
+    public static var isSupported: Bool { f32_linear_supported() != 0 }
+
+    /// Where `own` is the default: CPUs on which it was measured faster — AMD family 25 with AVX-512 (Zen 4). The
+    /// Intel Xeons have not been measured yet and keep OpenBLAS (`SPEECHAIN_SMALL_BATCH_FORWARD=own` tries it).
+    public static func preferred(cpu: BLASKernels.CPUIdentity?, supported: Bool) -> SmallBatchForward {
+        supported && cpu?.vendor == "AuthenticAMD" && cpu?.family == 25 ? .own : .openblas
+    }
+
+    /// What a new Linear uses: `preferred` for this machine, unless the environment variable
+    /// `SPEECHAIN_SMALL_BATCH_FORWARD=own|openblas` says otherwise (read once; `own` only where supported).
+    public static let selected: SmallBatchForward = {
+        let asked = ProcessInfo.processInfo.environment["SPEECHAIN_SMALL_BATCH_FORWARD"].flatMap(SmallBatchForward.init(rawValue:))
+        return effective(asked ?? preferred(cpu: BLASKernels.cpuIdentity(), supported: isSupported))
+    }()
+
+    /// What runs when `kernel` is asked for: `own` needs AVX-512F.
+    public static func effective(_ kernel: SmallBatchForward) -> SmallBatchForward {
+        kernel == .own && isSupported ? .own : .openblas
+    }
+
+    /// For reports: "own AVX-512 kernel" or "OpenBLAS".
+    public static var selectedName: String { selected == .own ? "own AVX-512 kernel" : "OpenBLAS" }
+
+    /// For start lines and reports: "forward of 16–256 rows: own AVX-512 kernel".
+    public static var selectedLine: String { "forward of \(minRows)–\(maxRows) rows: \(selectedName)" }
+
+    /// y[m, n] = Σ_k x[m, k]·w[n, k] + bias[n] with `own` (precondition: supported).
+    public static func forward(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                               y: UnsafeMutablePointer<Float>, rows m: Int, inFeatures k: Int, outFeatures n: Int,
+                               workspace: BF16GEMM.Workspace) {
+        precondition(isSupported)
+        guard m > 0, n > 0 else { return }
+        if k == 0 {   // an empty sum: y = bias (or 0)
+            for r in 0..<m { for c in 0..<n { y[r * n + c] = bias?[c] ?? 0 } }
+            return
+        }
+        f32_linear_forward(x, w, bias, y, m, k, n, workspace.reserve(bytes: f32_linear_forward_workspace_bytes(m, k, n)))
     }
 }

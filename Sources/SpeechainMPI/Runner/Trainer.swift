@@ -30,6 +30,8 @@ public struct TrainingSummary: Codable, Sendable {
     /// The BLAS library, version and kernels (BLASKernels) and whether denormals were flushed.
     public var blas = ""
     public var flushDenormal = false
+    /// The kernel of Linear's float32 forward for batches of 16–256 rows (`SmallBatchForward`).
+    public var smallBatchForward = ""
 }
 
 /// SpeeChain's runner: epochs of steps (step_num counts across epochs), each OptimScheduler stepped in order with
@@ -184,7 +186,8 @@ public final class Trainer {
         } else {
             for note in exp.notes { monitor.line(note) }
             monitor.line("BLAS: \(BLASKernels.current()) | \(BLAS.threadCount) thread(s); denormals "
-                         + (exp.flushDenormal ? "flushed to zero" : "kept (flush_denormal: false)"))
+                         + (exp.flushDenormal ? "flushed to zero" : "kept (flush_denormal: false)")
+                         + "; \(SmallBatchForward.selectedLine)")
             if communicator.isRoot, let dir = resultDir { try writeConfigs(to: dir) }
             monitor.line(model.description)
             for s in schedulers { monitor.line("\(s.name): \(s.description)") }
@@ -508,6 +511,7 @@ public final class Trainer {
         summary.earlyStopped = state.stopped
         summary.history = state.history
         summary.blas = BLASKernels.current().description
+        summary.smallBatchForward = SmallBatchForward.selectedName
         summary.flushDenormal = Denormals.flushed
         summary.schedulers = countsSoFar()
         if let last = state.history.last(where: { $0.valid != nil })?.valid {
