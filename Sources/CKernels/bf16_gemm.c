@@ -112,6 +112,38 @@ static prefetch_t prefetch_share(const void *base, size_t stride, unsigned shift
     return pf;
 }
 
+// The step loop of a tile kernel: STEP(i) for i < STEPS, prefetching pf's lines (one per step) during the first ones.
+#define TILE_STEPS(STEPS, PF, STEP)                                                                            \
+    do {                                                                                                       \
+        size_t i_ = 0;                                                                                         \
+        const size_t np_ = (PF).count < (STEPS) ? (PF).count : (STEPS);                                        \
+        const size_t low_ = ((size_t)1 << (PF).shift) - 1;                                                     \
+        for (; i_ < np_; i_++) {                                                                               \
+            const size_t l_ = (PF).first + i_;                                                                 \
+            __builtin_prefetch((PF).base + (l_ >> (PF).shift) * (PF).stride + ((l_ & low_) << 6), 0, 2);      \
+            STEP(i_);                                                                                          \
+        }                                                                                                      \
+        for (; i_ < (STEPS); i_++) STEP(i_);                                                                   \
+    } while (0)
+
+// A tile's MR × NV sums out of the registers: c[r·ldc + v·16 …] (64-byte aligned).
+#define TILE_STORE(MR, NV, acc, c, ldc)                                                                        \
+    do {                                                                                                       \
+        for (int r_ = 0; r_ < (MR); r_++)                                                                      \
+            for (int v_ = 0; v_ < (NV); v_++) _mm512_store_ps((c) + r_ * (ldc) + v_ * 16, (acc)[r_][v_]);      \
+    } while (0)
+
+// TILE(R) for the row count mr (1…6) as a compile-time constant, so that each is unrolled with its sums in registers.
+#define FOR_ROWS(mr, TILE)                                                                                     \
+    switch (mr) {                                                                                              \
+    case 1: TILE(1); break;                                                                                    \
+    case 2: TILE(2); break;                                                                                    \
+    case 3: TILE(3); break;                                                                                    \
+    case 4: TILE(4); break;                                                                                    \
+    case 5: TILE(5); break;                                                                                    \
+    default: TILE(6); break;                                                                                   \
+    }
+
 // c[r·ldc + ·] (r < MR, NV·16 floats each, 64-byte aligned) = Σ_p a[r·sr + p·sp] ⊙ b[p][·]  (bfloat16 pairs,
 // float32 sums).
 BF16_INLINE void kernel(int MR, int NV, const uint32_t *restrict a, size_t sr, size_t sp,
@@ -128,32 +160,18 @@ BF16_INLINE void kernel(int MR, int NV, const uint32_t *restrict a, size_t sr, s
             for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);                 \
         }                                                                                                      \
     } while (0)
-    size_t p = 0;
-    const size_t np = pf.count < pairs ? pf.count : pairs;
-    const size_t low = ((size_t)1 << pf.shift) - 1;
-    for (; p < np; p++) {
-        const size_t i = pf.first + p;
-        __builtin_prefetch(pf.base + (i >> pf.shift) * pf.stride + ((i & low) << 6), 0, 2);
-        BF16_STEP(p);
-    }
-    for (; p < pairs; p++) BF16_STEP(p);
+    TILE_STEPS(pairs, pf, BF16_STEP);
 #undef BF16_STEP
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) _mm512_store_ps(c + r * ldc + v * 16, acc[r][v]);
+    TILE_STORE(MR, NV, acc, c, ldc);
 }
 
 // One kernel per row count, so that every loop above is unrolled with the accumulators in registers.
+#define BF16_TILE(R) kernel(R, nv_, a, sr, sp, b, pairs, c, ldc, pf)
 #define BF16_KERNEL_FOR_ROWS(NAME, NV)                                                                        \
     BF16_TARGET static void NAME(int mr, const uint32_t *a, size_t sr, size_t sp, const uint32_t *b,          \
                                  size_t pairs, float *c, size_t ldc, prefetch_t pf) {                          \
-        switch (mr) {                                                                                          \
-        case 1: kernel(1, NV, a, sr, sp, b, pairs, c, ldc, pf); break;                                         \
-        case 2: kernel(2, NV, a, sr, sp, b, pairs, c, ldc, pf); break;                                         \
-        case 3: kernel(3, NV, a, sr, sp, b, pairs, c, ldc, pf); break;                                         \
-        case 4: kernel(4, NV, a, sr, sp, b, pairs, c, ldc, pf); break;                                         \
-        case 5: kernel(5, NV, a, sr, sp, b, pairs, c, ldc, pf); break;                                         \
-        default: kernel(6, NV, a, sr, sp, b, pairs, c, ldc, pf); break;                                        \
-        }                                                                                                      \
+        enum { nv_ = NV };                                                                                     \
+        FOR_ROWS(mr, BF16_TILE)                                                                                \
     }
 BF16_KERNEL_FOR_ROWS(kernel_nv4, 4)
 _Static_assert(NVF == 4 && NVX == 4 && NVW == 4 && MRF <= MRMAX && MRX <= MRMAX && MRW <= MRMAX, "tile shapes");
@@ -320,19 +338,25 @@ BF16_TARGET void bf16_linear_accumulate_weight_gradient(const float *dy, const f
     }
 }
 
-static int detect(void) {
-    unsigned a, b, c, d;
+// CPUID leaf 7 subleaf `sub` (ebx in b, eax in a) when the OS saves the ZMM state (XMM, YMM, opmask and both halves of
+// the ZMM registers); 0 otherwise, or when the CPU has no leaf 7.
+static int avx512_leaf7(unsigned sub, unsigned *a, unsigned *b) {
+    unsigned c, d;
     if (__get_cpuid_max(0, 0) < 7) return 0;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0;          // OSXSAVE
+    if (!__get_cpuid(1, a, b, &c, &d) || !(c & (1u << 27))) return 0;          // OSXSAVE
     unsigned lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     (void)hi;
-    if ((lo & 0xE6u) != 0xE6u) return 0;         // the OS saves XMM, YMM, opmask and both halves of the ZMM state
-    __cpuid_count(7, 0, a, b, c, d);
+    if ((lo & 0xE6u) != 0xE6u) return 0;
+    __cpuid_count(7, sub, *a, *b, c, d);
+    return 1;
+}
+
+static int detect(void) {
+    unsigned a, b;
     const unsigned f = 1u << 16, bw = 1u << 30, vl = 1u << 31;
-    if ((b & (f | bw | vl)) != (f | bw | vl)) return 0;
-    __cpuid_count(7, 1, a, b, c, d);
-    return (a & (1u << 5)) ? 1 : 0;              // AVX512_BF16
+    if (!avx512_leaf7(0, &a, &b) || (b & (f | bw | vl)) != (f | bw | vl)) return 0;
+    return avx512_leaf7(1, &a, &b) && (a & (1u << 5)) ? 1 : 0;        // AVX512_BF16
 }
 
 
@@ -360,33 +384,19 @@ F32_INLINE void f32_kernel(int MR, int NV, const float *restrict a, size_t lda, 
             for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);                   \
         }                                                                                                      \
     } while (0)
-    size_t k = 0;
-    const size_t nk = pf.count < K ? pf.count : K;
-    const size_t low = ((size_t)1 << pf.shift) - 1;
-    for (; k < nk; k++) {
-        const size_t i = pf.first + k;
-        __builtin_prefetch(pf.base + (i >> pf.shift) * pf.stride + ((i & low) << 6), 0, 2);
-        F32_STEP(k);
-    }
-    for (; k < K; k++) F32_STEP(k);
+    TILE_STEPS(K, pf, F32_STEP);
 #undef F32_STEP
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) _mm512_store_ps(c + r * ldc + v * 16, acc[r][v]);
+    TILE_STORE(MR, NV, acc, c, ldc);
 }
 
 // One kernel per row count and width (16, 32, 48 or 64 columns of the panel), each unrolled with its sums in
 // registers: a last panel of few rows computes only the vectors it has.
+#define F32_TILE(R) f32_kernel(R, nv_, a, lda, b, K, c, ldc, pf)
 #define F32_KERNEL_FOR_ROWS(NAME, NV)                                                                          \
     F32_TARGET static void NAME(int mr, const float *a, size_t lda, const float *b, size_t K, float *c,        \
                                 size_t ldc, prefetch_t pf) {                                                   \
-        switch (mr) {                                                                                          \
-        case 1: f32_kernel(1, NV, a, lda, b, K, c, ldc, pf); break;                                            \
-        case 2: f32_kernel(2, NV, a, lda, b, K, c, ldc, pf); break;                                            \
-        case 3: f32_kernel(3, NV, a, lda, b, K, c, ldc, pf); break;                                            \
-        case 4: f32_kernel(4, NV, a, lda, b, K, c, ldc, pf); break;                                            \
-        case 5: f32_kernel(5, NV, a, lda, b, K, c, ldc, pf); break;                                            \
-        default: f32_kernel(6, NV, a, lda, b, K, c, ldc, pf); break;                                           \
-        }                                                                                                      \
+        enum { nv_ = NV };                                                                                     \
+        FOR_ROWS(mr, F32_TILE)                                                                                 \
     }
 F32_KERNEL_FOR_ROWS(f32_kernel_nv1, 1)
 F32_KERNEL_FOR_ROWS(f32_kernel_nv2, 2)
@@ -432,15 +442,8 @@ F32_TARGET void f32_linear_forward(const float *x, const float *w, const float *
 }
 
 static int detect_f32(void) {
-    unsigned a, b, c, d;
-    if (__get_cpuid_max(0, 0) < 7) return 0;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0;          // OSXSAVE
-    unsigned lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    (void)hi;
-    if ((lo & 0xE6u) != 0xE6u) return 0;         // XMM, YMM, opmask and ZMM state saved by the OS
-    __cpuid_count(7, 0, a, b, c, d);
-    return (b & (1u << 16)) ? 1 : 0;             // AVX512F
+    unsigned a, b;
+    return avx512_leaf7(0, &a, &b) && (b & (1u << 16)) ? 1 : 0;      // AVX512F
 }
 
 #else   // not x86-64 with clang: no native kernels; callers keep the emulation
@@ -461,16 +464,6 @@ void bf16_linear_accumulate_weight_gradient(const float *dy, const float *x, flo
 
 #endif
 
-static int f32_supported_state = -1;
-
-int f32_linear_supported(void) {
-    int s = __atomic_load_n(&f32_supported_state, __ATOMIC_RELAXED);
-    if (s < 0) {
-        s = detect_f32();
-        __atomic_store_n(&f32_supported_state, s, __ATOMIC_RELAXED);
-    }
-    return s;
-}
 
 int bf16_all_representable(const float *x, size_t n) {
     uint32_t low = 0;
@@ -482,13 +475,18 @@ int bf16_all_representable(const float *x, size_t n) {
     return low == 0;
 }
 
-static int supported_state = -1;
-
-int bf16_gemm_supported(void) {
-    int s = __atomic_load_n(&supported_state, __ATOMIC_RELAXED);
+// *state: −1 until `detect` has run once, then its answer.
+static int detected(int *state, int (*detect_fn)(void)) {
+    int s = __atomic_load_n(state, __ATOMIC_RELAXED);
     if (s < 0) {
-        s = detect();
-        __atomic_store_n(&supported_state, s, __ATOMIC_RELAXED);
+        s = detect_fn();
+        __atomic_store_n(state, s, __ATOMIC_RELAXED);
     }
     return s;
 }
+
+static int bf16_state = -1, f32_state = -1;
+
+int bf16_gemm_supported(void) { return detected(&bf16_state, detect); }
+
+int f32_linear_supported(void) { return detected(&f32_state, detect_f32); }
