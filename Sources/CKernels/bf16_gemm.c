@@ -1,5 +1,5 @@
-// Linear products in our own AVX-512 kernels (see include/BF16GEMM.h for the contracts): the three bfloat16 products
-// with AVX512_BF16, and (at the end of the file) the float32 forward for small batches.
+// Products in our own AVX-512 kernels (see include/BF16GEMM.h for the contracts): Linear's three bfloat16 products
+// with AVX512_BF16, and (further down) the float32 forward of Linear for small batches and of Conv2d.
 //
 // vdpbf16ps adds, in each of 16 float32 lanes, a[2i]·b[2i] + a[2i+1]·b[2i+1] over bfloat16 pairs: every operand is
 // packed as 32-bit words holding two bfloat16 values that are consecutive along the reduction. The micro-kernel
@@ -441,6 +441,84 @@ F32_TARGET void f32_linear_forward(const float *x, const float *w, const float *
     }
 }
 
+// ---- float32 convolution forward, one utterance: y[o][p] = bias[o] + Σ_k W[o][k] · patch_k(p), optionally ReLU'd ----
+//
+// The same kernel as the Linear forward above, with the columns of im2col as its panels, unfolded just in time:
+// for each panel of 64 output positions, its K = Cin·k·k rows are gathered from x into [K][64] (L2-resident), then
+// every block of 6 rows of W multiplies it, W read in place. No unfolded copy of the utterance (13 MB for the ASR
+// prenet's second convolution) is written or read back, and no copy of it packed. For stride 2 a panel row is a few
+// runs of every other element along rows of x (two loads and a permute per 16); other strides gather.
+F32_TARGET static void conv_panel(const float *x, const int32_t *row, size_t K, size_t width, size_t s, size_t ow,
+                                  size_t c0, size_t nc, int32_t *pos, float *panel) {
+    const size_t nv = (nc + 15) / 16;
+    if (s == 2) {
+        // the panel's positions as runs along output rows: offset in a plane, first column, length
+        size_t src[F32_NR], dst[F32_NR], len[F32_NR], runs = 0;
+        for (size_t p = c0; p < c0 + nc;) {
+            const size_t i = p / ow, j = p % ow, n = ow - j < c0 + nc - p ? ow - j : c0 + nc - p;
+            src[runs] = 2 * i * width + 2 * j; dst[runs] = p - c0; len[runs] = n; runs++;
+            p += n;
+        }
+        const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        for (size_t k = 0; k < K; k++) {
+            const float *base = x + row[k];
+            float *out = panel + k * F32_NR;
+            for (size_t g = 0; g < runs; g++)
+                for (size_t t = 0; t < len[g]; t += 16) {
+                    const size_t m = len[g] - t < 16 ? len[g] - t : 16;
+                    const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(2 * m), base + src[g] + 2 * t);
+                    const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(2 * m > 16 ? 2 * m - 16 : 0), base + src[g] + 2 * t + 16);
+                    _mm512_mask_storeu_ps(out + dst[g] + t, first_lanes(m), _mm512_permutex2var_ps(lo, even, hi));
+                }
+        }
+        return;
+    }
+    for (size_t c = 0; c < nv * 16; c++) {
+        const size_t p = c0 + (c < nc ? c : 0);   // lanes past the last position read the first one (discarded)
+        pos[c] = (int32_t)(s * (p / ow) * width + s * (p % ow));
+    }
+    for (size_t k = 0; k < K; k++)
+        for (size_t v = 0; v < nv; v++)
+            _mm512_store_ps(panel + k * F32_NR + v * 16, _mm512_i32gather_ps(_mm512_load_si512(pos + v * 16), x + row[k], 4));
+}
+
+size_t f32_conv_forward_workspace_bytes(size_t in_channels, size_t kernel) {
+    const size_t K = in_channels * kernel * kernel;
+    return (K * F32_NR + MRMAX * F32_NR + F32_NR + round_up(K, 16)) * 4;
+}
+
+F32_TARGET void f32_conv_forward(const float *x, size_t channels, size_t height, size_t width, size_t kernel,
+                                 size_t stride, size_t oh, size_t ow, const float *w, size_t cout, const float *bias,
+                                 int relu, float *y, void *workspace) {
+    const size_t K = channels * kernel * kernel, n = oh * ow;
+    float *panel = workspace;                              // [K][64]
+    float *tile = panel + K * F32_NR;                      // [6][64]
+    int32_t *pos = (int32_t *)(tile + MRMAX * F32_NR);     // [64]: a panel's positions as offsets in a plane
+    int32_t *row = pos + F32_NR;                           // [K]: each patch entry's offset in x
+    for (size_t ch = 0, k = 0; ch < channels; ch++)
+        for (size_t u = 0; u < kernel; u++)
+            for (size_t v = 0; v < kernel; v++, k++) row[k] = (int32_t)(ch * height * width + u * width + v);
+    static const f32_kernel_fn by_width[4] = {f32_kernel_nv1, f32_kernel_nv2, f32_kernel_nv3, f32_kernel_nv4};
+    for (size_t c0 = 0; c0 < n; c0 += F32_NR) {
+        const size_t nc = n - c0 < F32_NR ? n - c0 : F32_NR, nv = (nc + 15) / 16;
+        conv_panel(x, row, K, width, stride, ow, c0, nc, pos, panel);
+        for (size_t o0 = 0; o0 < cout; o0 += MRMAX) {
+            const size_t mr = cout - o0 < MRMAX ? cout - o0 : MRMAX;
+            const size_t next = o0 + mr < cout ? (cout - o0 - mr < MRMAX ? cout - o0 - mr : MRMAX) : 0;
+            by_width[nv - 1]((int)mr, w + o0 * K, K, panel, K, tile, F32_NR,
+                             prefetch_share(w + (o0 + mr) * K, 64, 0, (next * K * 4 + 63) / 64, 0, 1));
+            for (size_t r = 0; r < mr; r++) {
+                const __m512 b = _mm512_set1_ps(bias ? bias[o0 + r] : 0.0f);
+                for (size_t v = 0; v < nv; v++) {
+                    __m512 t = _mm512_add_ps(_mm512_load_ps(tile + r * F32_NR + v * 16), b);
+                    if (relu) t = _mm512_max_ps(t, _mm512_setzero_ps());
+                    _mm512_mask_storeu_ps(y + (o0 + r) * n + c0 + v * 16, first_lanes(nc - v * 16), t);
+                }
+            }
+        }
+    }
+}
+
 static int detect_f32(void) {
     unsigned a, b;
     return avx512_leaf7(0, &a, &b) && (b & (1u << 16)) ? 1 : 0;      // AVX512F
@@ -450,6 +528,13 @@ static int detect_f32(void) {
 
 static int detect(void) { return 0; }
 static int detect_f32(void) { return 0; }
+size_t f32_conv_forward_workspace_bytes(size_t in_channels, size_t kernel) { (void)in_channels; (void)kernel; return 0; }
+void f32_conv_forward(const float *x, size_t channels, size_t height, size_t width, size_t kernel, size_t stride,
+                      size_t oh, size_t ow, const float *w, size_t cout, const float *bias, int relu, float *y,
+                      void *ws) {
+    (void)x; (void)channels; (void)height; (void)width; (void)kernel; (void)stride; (void)oh; (void)ow; (void)w;
+    (void)cout; (void)bias; (void)relu; (void)y; (void)ws;
+}
 size_t f32_linear_forward_workspace_bytes(size_t M, size_t K, size_t N) { (void)M; (void)K; (void)N; return 0; }
 void f32_linear_forward(const float *x, const float *w, const float *bias, float *y, size_t M, size_t K, size_t N,
                         void *ws) { (void)x; (void)w; (void)bias; (void)y; (void)M; (void)K; (void)N; (void)ws; }

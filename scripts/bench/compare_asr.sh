@@ -49,7 +49,7 @@ u = med([r["utterances_per_second"] for r in ours])
 lines.append(f"speechain-mpi bench-asr ({ours[0]['blas']}): {u:.2f} utterances/s = {u / best:.2f}x the faster PyTorch; "
              f"step {med([r['step_ms'] for r in ours]):.0f} ms (forward {med([r['forward_ms'] for r in ours]):.0f}, "
              f"backward {med([r['backward_ms'] for r in ours]):.0f}, optimizer {med([r['optimizer_ms'] for r in ours]):.0f})")
-lines.append(f"  sgemm inside the step: {med([r['gemm_ms'] for r in ours]):.0f} ms ({100 * med([r['gemm_share_of_step'] for r in ours]):.0f}% of it), "
+lines.append(f"  products inside the step (sgemm and our own kernels): {med([r['gemm_ms'] for r in ours]):.0f} ms ({100 * med([r['gemm_share_of_step'] for r in ours]):.0f}% of it), "
              f"{ours[0]['gemm_gflop']:.1f} GFLOP at {med([r['gemm_gflops_per_second'] for r in ours]):.1f} GFLOP/s = "
              f"{100 * med([r['gemm_fraction_of_peak'] for r in ours]):.0f}% of the 1024³ peak {med([r['sgemm_peak_gflops_per_second'] for r in ours]):.1f}")
 lines.append(f"  the products alone at the peak take {1e3 * ours[0]['gemm_gflop'] / med([r['sgemm_peak_gflops_per_second'] for r in ours]):.0f} ms: "

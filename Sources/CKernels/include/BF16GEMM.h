@@ -36,6 +36,15 @@ size_t f32_linear_forward_workspace_bytes(size_t M, size_t K, size_t N);
 void f32_linear_forward(const float *x, const float *w, const float *bias, float *y,
                         size_t M, size_t K, size_t N, void *workspace);
 
+/// A float32 convolution of one utterance (square kernel k, stride s, no padding; torch.nn.Conv2d), W read in place:
+///   y[o][i][j] = bias[o] + Σ_{c,u,v} w[o][c][u][v] · x[c][s·i + u][s·j + v]   (then max(·, 0) when relu)
+/// x [Cin][H][W], y [Cout][oh][ow]; each sum over (c, u, v) in order, one FMA per step, then the bias added.
+/// `workspace`: f32_conv_forward_workspace_bytes(Cin, k) bytes, aligned to 64. Call only when f32_linear_supported().
+size_t f32_conv_forward_workspace_bytes(size_t in_channels, size_t kernel);
+void f32_conv_forward(const float *x, size_t channels, size_t height, size_t width, size_t kernel, size_t stride,
+                      size_t oh, size_t ow, const float *w, size_t cout, const float *bias, int relu, float *y,
+                      void *workspace);
+
 /// 1 when every one of the n values is a bfloat16 value (its low 16 bits are zero), so that rounding it is exact.
 int bf16_all_representable(const float *x, size_t n);
 

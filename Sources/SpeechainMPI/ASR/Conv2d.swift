@@ -39,6 +39,10 @@ public final class Conv2d {
 
     /// How the products run under bfloat16 autocast (see the type's documentation); float16 is always emulated.
     public var bfloat16Products = BF16GEMM.defaultProducts
+    /// Which kernel runs the float32 forward of a convolution with a patch of at least `Float32Kernels.minConvPatch`
+    /// values (`Float32Kernels`: our own unfolds each panel of 64 positions just in time, W read in place).
+    public var float32Kernels = Float32Kernels.selected
+    private let ownWorkspace = BF16GEMM.Workspace()
     /// Whether the last forward and backward ran the native bfloat16 products; tests read it.
     internal private(set) var ranNative = (forward: false, backward: false)
 
@@ -83,6 +87,8 @@ public final class Conv2d {
     ///
     /// In float32 each utterance's output starts as the bias and the product is added to it (sgemm β = 1: no zeroing
     /// pass inside the BLAS, no bias pass after it); the sums differ from product-then-bias only in rounding order.
+    /// With `Float32Kernels.own` (and a patch of at least `Float32Kernels.minConvPatch` values) `f32_conv_forward`
+    /// computes each utterance instead: no unfolded copy, each sum over the patch in order, then the bias, then the ReLU.
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, height: Int, width: Int,
                         amp: ReducedPrecision? = nil, relu: Bool = false) {
         let outH = outputSize(height), outW = outputSize(width), n = outH * outW
@@ -93,6 +99,16 @@ public final class Conv2d {
         let native = amp == .bfloat16 && BF16GEMM.effective(bfloat16Products) == .native
         ranNative = (native, false)
         if let amp { (weight, bias) = castParameters(amp, weight: !native) }
+        if amp == nil, patch >= Float32Kernels.minConvPatch, Float32Kernels.effective(float32Kernels) == .own {
+            let ws = ownWorkspace.reserve(bytes: f32_conv_forward_workspace_bytes(inChannels, kernel))
+            for b in 0..<batch {
+                BLAS.ownProduct(transposeB: false, m: outChannels, n: n, k: patch) {
+                    f32_conv_forward(x + b * inChannels * height * width, inChannels, height, width, kernel, stride, outH,
+                                     outW, weight, outChannels, hasBias ? bias : nil, relu ? 1 : 0, y + b * outChannels * n, ws)
+                }
+            }
+            return
+        }
         for b in 0..<batch {
             unfold(x + b * inChannels * height * width, height: height, width: width, outH: outH, outW: outW)
             let yb = y + b * outChannels * n

@@ -99,6 +99,8 @@ public enum ASRBenchmark {
         public var nodes = 0
         public var worldSize = 1
         public var blas = ""
+        /// The kernels of the float32 forward of Linear (16–256 rows) and Conv2d (`Float32Kernels.selectedLine`).
+        public var float32Kernels = ""
         /// How the ranks summed gradients (the trainer's start line says the same).
         public var gradientSum = ""
         /// "float32", or the autocast dtype and how its products run ("bfloat16, native (AVX512_BF16) products").
@@ -140,8 +142,8 @@ public enum ASRBenchmark {
         public var allreduceCalls = 0
         public var allreduceBytes = 0
         public var mpiCalls = 0
-        /// Per update: time inside sgemm and its FLOPs (median), their rate, and the 1024³ sgemm peak measured by all
-        /// ranks at once after the run (mean over ranks).
+        /// Per update: time inside the matrix products (sgemm and our own kernels, `BLAS.profile`) and their FLOPs
+        /// (median), their rate, and the 1024³ sgemm peak measured by all ranks at once after the run (mean over ranks).
         public var gemmMs = 0.0
         public var gemmGflop = 0.0
         public var gemmGflopsPerSecond = 0.0
@@ -254,6 +256,7 @@ public enum ASRBenchmark {
         report.cpu = BenchSupport.cpuModel()
         report.cores = ProcessInfo.processInfo.activeProcessorCount
         report.blas = BLASKernels.current().description
+        report.float32Kernels = Float32Kernels.selectedLine
         report.blasThreads = BLAS.threadCount
         report.flushDenormal = Denormals.flushed
         report.nodes = Set(try communicator.allgather(ScalingBenchmark.hostHash())).count
@@ -423,12 +426,13 @@ extension ASRBenchmark.Report {
             "bench-asr: ar_asr.ARASR, conv \(c.convDims) → \(c.dModel), \(c.encoderLayers)+\(c.decoderLayers) layers, \(c.heads) heads, FFN \(c.ffn), vocabulary \(c.vocabulary); \(parameters) parameters",
             "ranks:     \(worldSize) on \(nodes) node(s); \(host): \(cpu), \(cores) cores; \(blasThreads) BLAS thread(s) per rank",
             "machine:   \(blas); denormals \(flushDenormal ? "flushed" : "kept"); \(precision); \(date)"
+                + (float32Kernels.isEmpty ? "" : "; \(float32Kernels)")
                 + (worldSize > 1 ? "; gradients \(gradientSum)" : ""),
             "batch:     \(batchPerRank) per rank (global \(globalBatch)) × \(lengths) × 80 (mean \(f(meanFrames)) padded), \(c.tokens) tokens at \(c.frames) frames; "
                 + "accum_grad \(c.accumGrad), \(c.steps) timed steps after \(c.warmup) warm-up; loss \(f(Double(firstLoss), 2)) → \(f(Double(lastLoss), 2))",
             "step:      \(f(stepMs, 1)) ms = \(f(utterancesPerSecond, 2)) utterances/s (\(f(samplesPerSecondMean, 2)) over the whole timed run); per update \(f(updateMs, 1)) ms = "
                 + "compute \(f(computeMs, 1)) (forward \(f(forwardMs, 1)), backward \(f(backwardMs, 1))) + wait \(f(waitMs, 1)) + sync \(f(syncMs, 1)) + optimizer \(f(optimizerMs, 1))",
-            "sgemm:     \(f(gemmMs, 1)) ms of the update (\(f(100 * gemmShareOfStep, 0))%), \(f(gemmGflop, 2)) GFLOP at \(f(gemmGflopsPerSecond, 1)) GFLOP/s = \(f(100 * gemmFractionOfPeak, 0))% of the 1024³ peak \(f(sgemmPeakGflopsPerSecond, 1)) GFLOP/s",
+            "gemm:      \(f(gemmMs, 1)) ms of the update (\(f(100 * gemmShareOfStep, 0))%), \(f(gemmGflop, 2)) GFLOP at \(f(gemmGflopsPerSecond, 1)) GFLOP/s = \(f(100 * gemmFractionOfPeak, 0))% of the 1024³ peak \(f(sgemmPeakGflopsPerSecond, 1)) GFLOP/s",
         ]
         for (i, g) in gemmByShape.enumerated() {
             lines.append("\(i == 0 ? "products:  " : "           ")\(g.shape): \(f(g.msPerUpdate, 1)) ms per update in \(f(g.callsPerUpdate, 0)) calls, \(f(g.gflopsPerSecond, 1)) GFLOP/s")

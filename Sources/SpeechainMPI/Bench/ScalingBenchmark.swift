@@ -87,8 +87,8 @@ public enum ScalingBenchmark {
         /// The BLAS library, version and kernels in use (BLASKernels), and whether denormals are flushed.
         public var blas = ""
         public var flushDenormal = false
-        /// The kernel of Linear's float32 forward for batches of 16–256 rows (`SmallBatchForward.selectedLine`).
-        public var smallBatchForward = ""
+        /// The kernels of the float32 forward of Linear (16–256 rows) and Conv2d (`Float32Kernels.selectedLine`).
+        public var float32Kernels = ""
         /// How the ranks summed gradients (the trainer's start line says the same).
         public var gradientSum = ""
         public var configuration = Configuration()
@@ -224,7 +224,7 @@ public enum ScalingBenchmark {
         report.flopsPerSample = Workload.flopsPerSample(dims: dims)
         report.blasThreads = BLAS.threadCount
         report.blas = BLASKernels.current().description
-        report.smallBatchForward = SmallBatchForward.selectedLine
+        report.float32Kernels = Float32Kernels.selectedLine
         report.gradientSum = gradientSum
         report.flushDenormal = Denormals.flushed
         report.cores = ProcessInfo.processInfo.activeProcessorCount
@@ -434,7 +434,7 @@ extension ScalingBenchmark.Report {
             "bench: MLP \(dims) (GELU, cross-entropy, Adam), \(parameters) parameters (\(f(mb, 2)) MB), \(f(flopsPerSample / 1e6, 2)) MFLOP per sample",
             "ranks:      \(worldSize) on \(nodes) node(s); \(host): \(cpu), \(cores) cores; \(blasThreads) BLAS thread(s) per rank",
             "blas:       \(blas); denormals \(flushDenormal ? "flushed to zero" : "kept (flush_denormal off)")"
-                + (smallBatchForward.isEmpty ? "" : "; \(smallBatchForward)")
+                + (float32Kernels.isEmpty ? "" : "; \(float32Kernels)")
                 + (worldSize > 1 ? "; gradients \(gradientSum)" : ""),
             "batch:      \(batchPerRank) per rank (global \(globalBatch)), accum_grad \(c.accumGrad), \(c.steps) timed steps after \(c.warmup) warmup",
             "throughput: \(f(samplesPerSecond)) samples/s (median update; \(f(samplesPerSecondMean)) over the whole timed run)",

@@ -35,8 +35,8 @@ public final class Linear: Layer {
     /// emulation otherwise). float16 is always emulated.
     public var bfloat16Products = BF16GEMM.defaultProducts
 
-    /// Which kernel multiplies a float32 forward of 1…`SmallBatchForward.maxRows` rows (see `SmallBatchForward`).
-    public var smallBatchForward = SmallBatchForward.selected
+    /// Which kernel multiplies a float32 forward of 1…`Float32Kernels.maxRows` rows (see `Float32Kernels`).
+    public var float32Kernels = Float32Kernels.selected
 
     /// Floats per block of W_p / dW_p under autocast: 1 MiB, cache-resident, yet large enough that each sgemm
     /// call (which packs the whole activation matrix again) still does most of its work on the weights.
@@ -85,11 +85,13 @@ public final class Linear: Layer {
         precision = context.amp
         ranNative = (false, false)
         guard let p = context.amp else {
-            if x.rows >= SmallBatchForward.minRows, x.rows <= SmallBatchForward.maxRows,
-               SmallBatchForward.effective(smallBatchForward) == .own {
-                SmallBatchForward.forward(x: x.data, w: w + weightOffset, bias: hasBias ? UnsafePointer(w + biasOffset) : nil,
-                                          y: y.data, rows: x.rows, inFeatures: inFeatures, outFeatures: outFeatures,
-                                          workspace: workspace)
+            if x.rows >= Float32Kernels.minRows, x.rows <= Float32Kernels.maxRows,
+               Float32Kernels.effective(float32Kernels) == .own {
+                BLAS.ownProduct(transposeB: true, m: x.rows, n: outFeatures, k: inFeatures) {
+                    Float32Kernels.forward(x: x.data, w: w + weightOffset, bias: hasBias ? UnsafePointer(w + biasOffset) : nil,
+                                           y: y.data, rows: x.rows, inFeatures: inFeatures, outFeatures: outFeatures,
+                                           workspace: workspace)
+                }
                 return
             }
             if x.rows > 0, x.rows <= Linear.transposedForwardMaxRows {   // (ldc = rows must be ≥ 1)

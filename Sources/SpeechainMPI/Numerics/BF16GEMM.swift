@@ -97,10 +97,13 @@ public enum BF16GEMM {
     }
 }
 
-/// Which kernel multiplies Linear's float32 forward for batches of 1…`maxRows` rows.
+/// Which kernels multiply two float32 forward products: Linear's for batches of `minRows`…`maxRows` rows, and
+/// Conv2d's for patches of at least `minConvPatch` values.
 ///
-/// - `own`: `f32_linear_forward` (`Sources/CKernels/bf16_gemm.c`): W read in place, never packed; AVX-512F only.
-/// - `openblas`: sgemm as yᵀ = W·xᵀ, then a transpose that adds the bias (`Linear.transposedForwardMaxRows`).
+/// - `own`: `f32_linear_forward` and `f32_conv_forward` (`Sources/CKernels/bf16_gemm.c`): W read in place, never
+///   packed; the convolution unfolds 64 positions at a time into a cache-resident panel. AVX-512F only.
+/// - `openblas`: sgemm (Linear as yᵀ = W·xᵀ then a transpose that adds the bias, `Linear.transposedForwardMaxRows`;
+///   Conv2d as im2col then W·cols).
 ///
 /// OpenBLAS packs all of W on every call, which for 64 rows costs about a fifth of the product. Measured on an AMD
 /// EPYC family 25 model 17 (Zen 4), one thread, W cold in memory as in a training step (2026-12-07,
@@ -108,7 +111,7 @@ public enum BF16GEMM {
 /// Haswell kernels), 512 → 2048 at 110 against 100, 16 rows × 2048 → 2048 at 91 against 47 (each a median of 21
 /// alternated calls; bench/small-batch-forward-20261207-zen4). Both compute the same sums of the same float32
 /// products, in another order; each of our sums runs over k in order, so a row's outputs do not depend on the batch.
-public enum SmallBatchForward: String, Sendable, CaseIterable, CustomStringConvertible {
+public enum Float32Kernels: String, Sendable, CaseIterable, CustomStringConvertible {
     case own
     case openblas
     public var description: String { rawValue }
@@ -117,33 +120,37 @@ public enum SmallBatchForward: String, Sendable, CaseIterable, CustomStringConve
     /// the panel) OpenBLAS was as fast or faster (8 rows × 512 → 2048: 65 against 56 GFLOP/s), and stays.
     public static let minRows = 16
     public static let maxRows = Linear.transposedForwardMaxRows
+    /// Conv2d's forward uses `own` from this many values per patch (Cin·k·k): the ASR prenet's second convolution
+    /// (256·9) ran at 16.0–16.4 against 17.0–17.6 ms per utterance for im2col + sgemm; its first (1·9 values per
+    /// patch, outputs 28× its products) at 0.85 against 0.56 ms, and keeps OpenBLAS.
+    public static let minConvPatch = 64
 
     /// Whether this CPU and OS run `own` (AVX-512F with the ZMM state enabled).
     public static var isSupported: Bool { f32_linear_supported() != 0 }
 
     /// Where `own` is the default: CPUs on which it was measured faster — AMD family 25 with AVX-512 (Zen 4). The
-    /// Intel Xeons have not been measured yet and keep OpenBLAS (`SPEECHAIN_SMALL_BATCH_FORWARD=own` tries it).
-    public static func preferred(cpu: BLASKernels.CPUIdentity?, supported: Bool) -> SmallBatchForward {
+    /// Intel Xeons have not been measured yet and keep OpenBLAS (`SPEECHAIN_FLOAT32_KERNELS=own` tries it).
+    public static func preferred(cpu: BLASKernels.CPUIdentity?, supported: Bool) -> Float32Kernels {
         supported && cpu?.vendor == "AuthenticAMD" && cpu?.family == 25 ? .own : .openblas
     }
 
     /// What a new Linear uses: `preferred` for this machine, unless the environment variable
-    /// `SPEECHAIN_SMALL_BATCH_FORWARD=own|openblas` says otherwise (read once; `own` only where supported).
-    public static let selected: SmallBatchForward = {
-        let asked = ProcessInfo.processInfo.environment["SPEECHAIN_SMALL_BATCH_FORWARD"].flatMap(SmallBatchForward.init(rawValue:))
+    /// `SPEECHAIN_FLOAT32_KERNELS=own|openblas` says otherwise (read once; `own` only where supported).
+    public static let selected: Float32Kernels = {
+        let asked = ProcessInfo.processInfo.environment["SPEECHAIN_FLOAT32_KERNELS"].flatMap(Float32Kernels.init(rawValue:))
         return effective(asked ?? preferred(cpu: BLASKernels.cpuIdentity(), supported: isSupported))
     }()
 
     /// What runs when `kernel` is asked for: `own` needs AVX-512F.
-    public static func effective(_ kernel: SmallBatchForward) -> SmallBatchForward {
+    public static func effective(_ kernel: Float32Kernels) -> Float32Kernels {
         kernel == .own && isSupported ? .own : .openblas
     }
 
-    /// For reports: "own AVX-512 kernel" or "OpenBLAS".
-    public static var selectedName: String { selected == .own ? "own AVX-512 kernel" : "OpenBLAS" }
+    /// For reports: "own AVX-512 kernels" or "OpenBLAS".
+    public static var selectedName: String { selected == .own ? "own AVX-512 kernels" : "OpenBLAS" }
 
-    /// For start lines and reports: "forward of 16–256 rows: own AVX-512 kernel".
-    public static var selectedLine: String { "forward of \(minRows)–\(maxRows) rows: \(selectedName)" }
+    /// For start lines and reports: "float32 forward of Linear (16–256 rows) and Conv2d: own AVX-512 kernels".
+    public static var selectedLine: String { "float32 forward of Linear (\(minRows)–\(maxRows) rows) and Conv2d: \(selectedName)" }
 
     /// y[m, n] = Σ_k x[m, k]·w[n, k] + bias[n] with `own` (precondition: supported).
     public static func forward(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?,

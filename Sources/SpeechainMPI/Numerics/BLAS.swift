@@ -11,16 +11,9 @@ public enum BLAS {
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         if profile.isOn {
-            let t = DispatchTime.now().uptimeNanoseconds
-            cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                        blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
-            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9, flops = 2 * Double(m) * Double(n) * Double(k)
-            profile.seconds += seconds
-            profile.flops += flops
-            profile.calls += 1
-            if profile.shapes != nil {
-                profile.shapes![GemmShape(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k), default: .init()]
-                    .add(seconds: seconds, flops: flops)
+            measured(GemmShape(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k)) {
+                cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                            blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
             }
             return
         }
@@ -31,7 +24,25 @@ public enum BLAS {
                     beta, c, blasint(ldc))
     }
 
-    /// What the benchmarks read: time and FLOPs inside sgemm while `isOn` (the calling thread's products only;
+    /// One of our own products (`Float32Kernels`), recorded in `profile` as sgemm's are, under its shape marked own.
+    @inline(__always)
+    public static func ownProduct(transposeB: Bool, m: Int, n: Int, k: Int, _ body: () -> Void) {
+        guard profile.isOn else { body(); return }
+        measured(GemmShape(transposeA: false, transposeB: transposeB, m: m, n: n, k: k, own: true), body)
+    }
+
+    private static func measured(_ shape: GemmShape, _ body: () -> Void) {
+        let t = DispatchTime.now().uptimeNanoseconds
+        body()
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - t) * 1e-9
+        let flops = 2 * Double(shape.m) * Double(shape.n) * Double(shape.k)
+        profile.seconds += seconds
+        profile.flops += flops
+        profile.calls += 1
+        if profile.shapes != nil { profile.shapes![shape, default: .init()].add(seconds: seconds, flops: flops) }
+    }
+
+    /// What the benchmarks read: time and FLOPs inside the products (sgemm and our own kernels) while `isOn` (the calling thread's products only;
     /// set and read from the thread that trains).
     public struct Profile: Sendable {
         public var isOn = false
@@ -45,10 +56,13 @@ public enum BLAS {
         public mutating func start() { isOn = true; seconds = 0; flops = 0; calls = 0 }
     }
 
-    /// One product's shape as called: op(A) [m, k] · op(B) [k, n].
+    /// One product's shape as called: op(A) [m, k] · op(B) [k, n]; `own` for our own kernels (`Float32Kernels`).
     public struct GemmShape: Hashable, Sendable, CustomStringConvertible {
         public var transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int
-        public var description: String { "\(m)×\(n)×\(k) \(transposeA ? "T" : "N")\(transposeB ? "T" : "N")" }
+        public var own = false
+        public var description: String {
+            "\(m)×\(n)×\(k) \(transposeA ? "T" : "N")\(transposeB ? "T" : "N")" + (own ? " (own kernel)" : "")
+        }
     }
 
     /// Time, FLOPs and calls summed.

@@ -30,8 +30,8 @@ public struct TrainingSummary: Codable, Sendable {
     /// The BLAS library, version and kernels (BLASKernels) and whether denormals were flushed.
     public var blas = ""
     public var flushDenormal = false
-    /// The kernel of Linear's float32 forward for batches of 16–256 rows (`SmallBatchForward`).
-    public var smallBatchForward = ""
+    /// The kernels of the float32 forward of Linear (16–256 rows) and Conv2d (`Float32Kernels`).
+    public var float32Kernels = ""
 }
 
 /// SpeeChain's runner: epochs of steps (step_num counts across epochs), each OptimScheduler stepped in order with
@@ -187,7 +187,7 @@ public final class Trainer {
             for note in exp.notes { monitor.line(note) }
             monitor.line("BLAS: \(BLASKernels.current()) | \(BLAS.threadCount) thread(s); denormals "
                          + (exp.flushDenormal ? "flushed to zero" : "kept (flush_denormal: false)")
-                         + "; \(SmallBatchForward.selectedLine)")
+                         + "; \(Float32Kernels.selectedLine)")
             if communicator.isRoot, let dir = resultDir { try writeConfigs(to: dir) }
             monitor.line(model.description)
             for s in schedulers { monitor.line("\(s.name): \(s.description)") }
@@ -511,7 +511,7 @@ public final class Trainer {
         summary.earlyStopped = state.stopped
         summary.history = state.history
         summary.blas = BLASKernels.current().description
-        summary.smallBatchForward = SmallBatchForward.selectedName
+        summary.float32Kernels = Float32Kernels.selectedName
         summary.flushDenormal = Denormals.flushed
         summary.schedulers = countsSoFar()
         if let last = state.history.last(where: { $0.valid != nil })?.valid {

@@ -3,7 +3,7 @@ import Testing
 @testable import SpeechainMPI
 
 /// Linear's float32 forward runs, for batches of at most `Linear.transposedForwardMaxRows` rows, in our own AVX-512
-/// kernel (`SmallBatchForward.own`) or as yᵀ = W·xᵀ plus a transpose that adds the bias (`.openblas`), and as
+/// kernel (`Float32Kernels.own`) or as yᵀ = W·xᵀ plus a transpose that adds the bias (`.openblas`), and as
 /// y = x·Wᵀ plus a bias pass above that. Each against y_rc = b_c + Σ_k x_rk·W_ck summed in Double, at row counts on
 /// both sides of the switch and of the kernel's 16-row transposes and 64-row panels, and widths that are not
 /// multiples of its 6-row blocks of W or of the 16-column transposes. `.own` runs wherever the CPU has AVX-512F.
@@ -16,13 +16,13 @@ import Testing
     static let limit = Linear.transposedForwardMaxRows
 
     /// The layer's forward with each kernel this CPU runs, and (where AVX-512F exists) our kernel called directly —
-    /// also below `SmallBatchForward.minRows`, where Linear does not use it.
+    /// also below `Float32Kernels.minRows`, where Linear does not use it.
     enum Forward: CustomStringConvertible {
-        case layer(SmallBatchForward), ownKernel
+        case layer(Float32Kernels), ownKernel
         var description: String { if case .layer(let k) = self { return "Linear with \(k)" } else { return "f32_linear_forward" } }
         static var here: [Forward] {
-            SmallBatchForward.allCases.filter { SmallBatchForward.effective($0) == $0 }.map { .layer($0) }
-                + (SmallBatchForward.isSupported ? [.ownKernel] : [])
+            Float32Kernels.allCases.filter { Float32Kernels.effective($0) == $0 }.map { .layer($0) }
+                + (Float32Kernels.isSupported ? [.ownKernel] : [])
         }
     }
 
@@ -43,13 +43,13 @@ import Testing
             let b = bias ? store.values.toArray((outFeatures * inFeatures)..<store.count) : []
             switch forward {
             case .layer(let kernel):
-                layer.smallBatchForward = kernel
+                layer.float32Kernels = kernel
                 layer.forward(Matrix(x.pointer, rows: rows, cols: inFeatures), Matrix(y.pointer, rows: rows, cols: outFeatures),
                               context: ForwardContext(training: true))
             case .ownKernel:
-                if rows > SmallBatchForward.maxRows { continue }
+                if rows > Float32Kernels.maxRows { continue }
                 let values = store.values.pointer
-                SmallBatchForward.forward(x: x.pointer, w: values, bias: bias ? UnsafePointer(values + outFeatures * inFeatures) : nil,
+                Float32Kernels.forward(x: x.pointer, w: values, bias: bias ? UnsafePointer(values + outFeatures * inFeatures) : nil,
                                           y: y.pointer, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures,
                                           workspace: BF16GEMM.Workspace())
             }
@@ -76,10 +76,10 @@ import Testing
     /// panels) are bit for bit those of batches of 17 and 65 run after it (the workspace then holds the larger
     /// batch's rows past the new ones).
     @Test func ownKernelRowsDoNotDependOnTheBatch() throws {
-        guard SmallBatchForward.isSupported else { return }   // no AVX-512F: only the OpenBLAS forward runs here
+        guard Float32Kernels.isSupported else { return }   // no AVX-512F: only the OpenBLAS forward runs here
         let (inFeatures, outFeatures) = (70, 23)
         let layer = Linear(inFeatures, outFeatures)
-        layer.smallBatchForward = .own
+        layer.float32Kernels = .own
         let store = ParameterStore()
         layer.declareParameters(in: store, prefix: "", module: "m")
         store.allocate()
@@ -102,11 +102,11 @@ import Testing
     /// and wherever AVX-512F is missing.
     @Test func theOwnKernelIsPreferredWhereItWasMeasuredFaster() {
         let zen4 = BLASKernels.CPUIdentity(vendor: "AuthenticAMD", family: 25)
-        #expect(SmallBatchForward.preferred(cpu: zen4, supported: true) == .own)
-        #expect(SmallBatchForward.preferred(cpu: zen4, supported: false) == .openblas)
-        #expect(SmallBatchForward.preferred(cpu: .init(vendor: "AuthenticAMD", family: 26), supported: true) == .openblas)
-        #expect(SmallBatchForward.preferred(cpu: .init(vendor: "GenuineIntel", family: 6), supported: true) == .openblas)
-        #expect(SmallBatchForward.preferred(cpu: nil, supported: true) == .openblas)
-        #expect(SmallBatchForward.effective(.own) == (SmallBatchForward.isSupported ? .own : .openblas))
+        #expect(Float32Kernels.preferred(cpu: zen4, supported: true) == .own)
+        #expect(Float32Kernels.preferred(cpu: zen4, supported: false) == .openblas)
+        #expect(Float32Kernels.preferred(cpu: .init(vendor: "AuthenticAMD", family: 26), supported: true) == .openblas)
+        #expect(Float32Kernels.preferred(cpu: .init(vendor: "GenuineIntel", family: 6), supported: true) == .openblas)
+        #expect(Float32Kernels.preferred(cpu: nil, supported: true) == .openblas)
+        #expect(Float32Kernels.effective(.own) == (Float32Kernels.isSupported ? .own : .openblas))
     }
 }

@@ -55,8 +55,8 @@ import Testing
             #expect(line.contains("OpenBLAS 0.3.21, \(here.kernels) kernels on an \(here.cpuLevel.name) CPU |") || line.contains("\(here.kernels) kernels on an \(here.cpuLevel.name) CPU;"), "\(line)")
         }
         // and which kernel multiplies small batches (our own on a Zen 4, where it was measured faster)
-        let expected = SmallBatchForward.effective(SmallBatchForward.preferred(cpu: BLASKernels.cpuIdentity(), supported: SmallBatchForward.isSupported))
-        #expect(line.hasSuffix("; forward of 16–256 rows: \(expected == .own ? "own AVX-512 kernel" : "OpenBLAS")"), "\(line)")
+        let expected = Float32Kernels.effective(Float32Kernels.preferred(cpu: BLASKernels.cpuIdentity(), supported: Float32Kernels.isSupported))
+        #expect(line.hasSuffix("; float32 forward of Linear (16–256 rows) and Conv2d: \(expected == .own ? "own AVX-512 kernels" : "OpenBLAS")"), "\(line)")
     }
 
     /// OPENBLAS_CORETYPE=Prescott makes OpenBLAS start on its SSE3 kernels on any x86-64 CPU; marked as imposed (not

@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+@testable import SpeechainMPI
+
+/// Conv2d's float32 forward with each kernel this CPU runs (`Float32Kernels`: our `f32_conv_forward`, which unfolds
+/// 64 positions at a time into a panel, and im2col + OpenBLAS) against a float64 convolution written here:
+/// y = relu?(b + Σ_{c,u,v} W·x) within (patch + 1)·2⁻²⁴·(Σ|terms| + |b|) — float32 products and sums, in any order.
+/// Stride 2 (runs along rows of x) and strides 1 and 3 (gathers), positions filling one panel, several and a part of
+/// the last, output channels not a multiple of the 6-row blocks, with and without bias and the fused ReLU.
+@Suite struct Conv2dOwnForwardTests {
+    struct Case: Sendable, CustomStringConvertible {
+        let batch, cin, cout, height, width, kernel, stride: Int
+        var description: String { "\(batch)×\(cin)×\(height)×\(width) → \(cout), k\(kernel) s\(stride)" }
+    }
+    static let cases = [
+        Case(batch: 2, cin: 8, cout: 13, height: 21, width: 17, kernel: 3, stride: 2),    // 10×8 positions
+        Case(batch: 1, cin: 9, cout: 6, height: 41, width: 33, kernel: 3, stride: 2),     // 20×16: five full panels
+        Case(batch: 2, cin: 8, cout: 7, height: 12, width: 10, kernel: 3, stride: 1),     // gathers
+        Case(batch: 1, cin: 16, cout: 5, height: 23, width: 31, kernel: 2, stride: 3),    // patch of 64, gathers
+        Case(batch: 1, cin: 1, cout: 4, height: 9, width: 11, kernel: 3, stride: 2),      // patch 9: OpenBLAS in any case
+    ]
+
+    static func random(_ n: Int, seed: UInt64) -> [Float] {
+        var rng = Xoshiro256(seed: seed)
+        return (0..<n).map { _ in rng.uniform(-1, 1) }
+    }
+
+    @Test(arguments: cases)
+    func forwardMatchesTheFormula(_ c: Case) throws {
+        let kernels = Float32Kernels.allCases.filter { Float32Kernels.effective($0) == $0 }
+        for kernel in kernels {
+            for bias in [true, false] {
+                for relu in [false, true] {
+                    let conv = Conv2d(c.cin, c.cout, kernel: c.kernel, stride: c.stride, bias: bias)
+                    conv.float32Kernels = kernel
+                    let store = ParameterStore()
+                    conv.declareParameters(in: store, prefix: "conv.", module: "m")
+                    store.allocate()
+                    store.values.copy(from: Self.random(store.count, seed: 31), at: 0)
+                    let oh = conv.outputSize(c.height), ow = conv.outputSize(c.width), patch = c.cin * c.kernel * c.kernel
+                    let xs = Self.random(c.batch * c.cin * c.height * c.width, seed: 32)
+                    let x = FloatBuffer(xs), y = FloatBuffer(count: c.batch * c.cout * oh * ow, repeating: .nan)
+                    conv.forward(x.pointer, y.pointer, batch: c.batch, height: c.height, width: c.width, relu: relu)
+                    let w = store.values.toArray(0..<(c.cout * patch))
+                    let b = bias ? store.values.toArray((c.cout * patch)..<store.count) : []
+                    var worst = 0.0
+                    for n in 0..<c.batch {
+                        for o in 0..<c.cout {
+                            for i in 0..<oh {
+                                for j in 0..<ow {
+                                    var s = bias ? Double(b[o]) : 0, magnitude = abs(s)
+                                    for ch in 0..<c.cin {
+                                        for u in 0..<c.kernel {
+                                            for v in 0..<c.kernel {
+                                                let xv = xs[((n * c.cin + ch) * c.height + c.stride * i + u) * c.width + c.stride * j + v]
+                                                let term = Double(w[((o * c.cin + ch) * c.kernel + u) * c.kernel + v]) * Double(xv)
+                                                s += term; magnitude += abs(term)
+                                            }
+                                        }
+                                    }
+                                    if relu { s = max(s, 0) }
+                                    let got = Double(y.pointer[((n * c.cout + o) * oh + i) * ow + j])
+                                    let bound = Double(patch + 1) * 0x1p-24 * magnitude
+                                    worst = max(worst, abs(got - s) / max(bound, .leastNormalMagnitude))
+                                }
+                            }
+                        }
+                    }
+                    #expect(worst <= 1, "\(kernel), \(c), bias \(bias), relu \(relu): error \(worst)× the rounding bound")
+                }
+            }
+        }
+    }
+
+    /// The same utterance alone and in a batch gives the same bits with our kernel (each sum in patch order).
+    @Test func ownForwardOfAnUtteranceDoesNotDependOnTheBatch() throws {
+        guard Float32Kernels.isSupported else { return }   // no AVX-512F: only im2col + OpenBLAS runs here
+        let conv = Conv2d(12, 9, kernel: 3, stride: 2)
+        conv.float32Kernels = .own
+        let store = ParameterStore()
+        conv.declareParameters(in: store, prefix: "conv.", module: "m")
+        store.allocate()
+        store.values.copy(from: Self.random(store.count, seed: 41), at: 0)
+        let (h, w) = (29, 25), each = 12 * h * w, out = 9 * conv.outputSize(h) * conv.outputSize(w)
+        let x = FloatBuffer(Self.random(3 * each, seed: 42))
+        let all = FloatBuffer(count: 3 * out), one = FloatBuffer(count: out)
+        conv.forward(x.pointer, all.pointer, batch: 3, height: h, width: w)
+        conv.forward(x.pointer + 2 * each, one.pointer, batch: 1, height: h, width: w)
+        #expect(all.toArray(2 * out..<3 * out) == one.toArray())
+    }
+}
