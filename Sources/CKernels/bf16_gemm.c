@@ -403,6 +403,8 @@ F32_KERNEL_FOR_ROWS(f32_kernel_nv2, 2)
 F32_KERNEL_FOR_ROWS(f32_kernel_nv3, 3)
 F32_KERNEL_FOR_ROWS(f32_kernel_nv4, 4)
 typedef void (*f32_kernel_fn)(int, const float *, size_t, const float *, size_t, float *, size_t, prefetch_t);
+// by the panel's width in vectors, minus one
+static const f32_kernel_fn f32_kernel_by_width[4] = {f32_kernel_nv1, f32_kernel_nv2, f32_kernel_nv3, f32_kernel_nv4};
 
 enum { F32_NR = 64 };
 
@@ -428,9 +430,9 @@ F32_TARGET void f32_linear_forward(const float *x, const float *w, const float *
         const size_t lines = (next * K * 4 + 63) / 64;
         for (size_t j = 0; j < panels; j++) {
             const size_t cols = M - j * F32_NR < F32_NR ? M - j * F32_NR : F32_NR;   // rows of x in this panel
-            static const f32_kernel_fn by_width[4] = {f32_kernel_nv1, f32_kernel_nv2, f32_kernel_nv3, f32_kernel_nv4};
-            by_width[(cols + 15) / 16 - 1]((int)mr, w + n0 * K, K, xp + j * K * F32_NR, K, yt + n0 * ldt + j * F32_NR,
-                                           ldt, prefetch_share(w + (n0 + mr) * K, 64, 0, lines, j, panels));
+            f32_kernel_by_width[(cols + 15) / 16 - 1]((int)mr, w + n0 * K, K, xp + j * K * F32_NR, K,
+                                                      yt + n0 * ldt + j * F32_NR, ldt,
+                                                      prefetch_share(w + (n0 + mr) * K, 64, 0, lines, j, panels));
         }
     }
     for (size_t n0 = 0; n0 < N; n0 += 16) {
@@ -498,15 +500,14 @@ F32_TARGET void f32_conv_forward(const float *x, size_t channels, size_t height,
     for (size_t ch = 0, k = 0; ch < channels; ch++)
         for (size_t u = 0; u < kernel; u++)
             for (size_t v = 0; v < kernel; v++, k++) row[k] = (int32_t)(ch * height * width + u * width + v);
-    static const f32_kernel_fn by_width[4] = {f32_kernel_nv1, f32_kernel_nv2, f32_kernel_nv3, f32_kernel_nv4};
     for (size_t c0 = 0; c0 < n; c0 += F32_NR) {
         const size_t nc = n - c0 < F32_NR ? n - c0 : F32_NR, nv = (nc + 15) / 16;
         conv_panel(x, row, K, width, stride, ow, c0, nc, pos, panel);
         for (size_t o0 = 0; o0 < cout; o0 += MRMAX) {
             const size_t mr = cout - o0 < MRMAX ? cout - o0 : MRMAX;
             const size_t next = o0 + mr < cout ? (cout - o0 - mr < MRMAX ? cout - o0 - mr : MRMAX) : 0;
-            by_width[nv - 1]((int)mr, w + o0 * K, K, panel, K, tile, F32_NR,
-                             prefetch_share(w + (o0 + mr) * K, 64, 0, (next * K * 4 + 63) / 64, 0, 1));
+            f32_kernel_by_width[nv - 1]((int)mr, w + o0 * K, K, panel, K, tile, F32_NR,
+                                        prefetch_share(w + (o0 + mr) * K, 64, 0, (next * K * 4 + 63) / 64, 0, 1));
             for (size_t r = 0; r < mr; r++) {
                 const __m512 b = _mm512_set1_ps(bias ? bias[o0 + r] : 0.0f);
                 for (size_t v = 0; v < nv; v++) {

@@ -35,7 +35,7 @@ public final class Linear: Layer {
     /// emulation otherwise). float16 is always emulated.
     public var bfloat16Products = BF16GEMM.defaultProducts
 
-    /// Which kernel multiplies a float32 forward of 1…`Float32Kernels.maxRows` rows (see `Float32Kernels`).
+    /// Which kernel multiplies a float32 forward of `Float32Kernels.minRows`…`maxRows` rows (see `Float32Kernels`).
     public var float32Kernels = Float32Kernels.selected
 
     /// Floats per block of W_p / dW_p under autocast: 1 MiB, cache-resident, yet large enough that each sgemm

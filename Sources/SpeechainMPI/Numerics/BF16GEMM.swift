@@ -134,7 +134,7 @@ public enum Float32Kernels: String, Sendable, CaseIterable, CustomStringConverti
         supported && cpu?.vendor == "AuthenticAMD" && cpu?.family == 25 ? .own : .openblas
     }
 
-    /// What a new Linear uses: `preferred` for this machine, unless the environment variable
+    /// What a new Linear or Conv2d uses: `preferred` for this machine, unless the environment variable
     /// `SPEECHAIN_FLOAT32_KERNELS=own|openblas` says otherwise (read once; `own` only where supported).
     public static let selected: Float32Kernels = {
         let asked = ProcessInfo.processInfo.environment["SPEECHAIN_FLOAT32_KERNELS"].flatMap(Float32Kernels.init(rawValue:))

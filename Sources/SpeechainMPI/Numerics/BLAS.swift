@@ -42,8 +42,8 @@ public enum BLAS {
         if profile.shapes != nil { profile.shapes![shape, default: .init()].add(seconds: seconds, flops: flops) }
     }
 
-    /// What the benchmarks read: time and FLOPs inside the products (sgemm and our own kernels) while `isOn` (the calling thread's products only;
-    /// set and read from the thread that trains).
+    /// What the benchmarks read: time and FLOPs inside the products (sgemm and our own kernels) while `isOn` (the
+    /// calling thread's products only; set and read from the thread that trains).
     public struct Profile: Sendable {
         public var isOn = false
         public var seconds = 0.0
