@@ -467,9 +467,10 @@ F32_TARGET static void conv_panel(const float *x, const int32_t *row, size_t K, 
             float *out = panel + k * F32_NR;
             for (size_t g = 0; g < runs; g++)
                 for (size_t t = 0; t < len[g]; t += 16) {
-                    const size_t m = len[g] - t < 16 ? len[g] - t : 16;
-                    const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(2 * m), base + src[g] + 2 * t);
-                    const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(2 * m > 16 ? 2 * m - 16 : 0), base + src[g] + 2 * t + 16);
+                    // m values at even offsets 0 … 2m − 2: nothing past the last one is read (x may end there)
+                    const size_t m = len[g] - t < 16 ? len[g] - t : 16, span = 2 * m - 1;
+                    const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(span), base + src[g] + 2 * t);
+                    const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(span > 16 ? span - 16 : 0), base + src[g] + 2 * t + 16);
                     _mm512_mask_storeu_ps(out + dst[g] + t, first_lanes(m), _mm512_permutex2var_ps(lo, even, hi));
                 }
         }

@@ -74,6 +74,32 @@ import Testing
         }
     }
 
+    /// Our kernel reads nothing past x: an utterance whose last patch ends on x's last element, placed right before
+    /// a page that may not be read (a read past it would stop the test process with SIGSEGV).
+    @Test func ownForwardReadsNothingPastTheInput() throws {
+        guard Float32Kernels.isSupported else { return }
+        let (cin, h, w) = (8, 9, 9)   // k 3, s 2: 4×4 positions, the last one's patch ends on x's last element
+        let conv = Conv2d(cin, 5, kernel: 3, stride: 2)
+        conv.float32Kernels = .own
+        let store = ParameterStore()
+        conv.declareParameters(in: store, prefix: "conv.", module: "m")
+        store.allocate()
+        store.values.copy(from: Self.random(store.count, seed: 51), at: 0)
+        let page = Int(sysconf(Int32(_SC_PAGESIZE))), count = cin * h * w
+        let region = try #require(mmap(nil, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
+        #expect(region != MAP_FAILED)
+        defer { munmap(region, 2 * page) }
+        #expect(mprotect(region + page, page, PROT_NONE) == 0)
+        let x = (region + page - count * 4).bindMemory(to: Float.self, capacity: count)
+        for (i, v) in Self.random(count, seed: 52).enumerated() { x[i] = v }
+        let y = FloatBuffer(count: 5 * 4 * 4), reference = FloatBuffer(count: 5 * 4 * 4)
+        conv.forward(x, y.pointer, batch: 1, height: h, width: w)
+        conv.float32Kernels = .openblas
+        let copy = FloatBuffer(Array(UnsafeBufferPointer(start: x, count: count)))
+        conv.forward(copy.pointer, reference.pointer, batch: 1, height: h, width: w)
+        for i in 0..<y.count { #expect(abs(y.pointer[i] - reference.pointer[i]) <= 1e-5 * max(1, abs(reference.pointer[i]))) }
+    }
+
     /// The same utterance alone and in a batch gives the same bits with our kernel (each sum in patch order).
     @Test func ownForwardOfAnUtteranceDoesNotDependOnTheBatch() throws {
         guard Float32Kernels.isSupported else { return }   // no AVX-512F: only im2col + OpenBLAS runs here
