@@ -454,6 +454,8 @@ F32_TARGET static void conv_panel(const float *x, const int32_t *row, size_t K, 
                                   size_t c0, size_t nc, int32_t *pos, float *panel) {
     const size_t nv = (nc + 15) / 16;
     if (s == 2) {
+        // a partial panel's lanes past its last position are multiplied and discarded: zeros, not stale bits
+        if (nc % 16) memset(panel, 0, K * F32_NR * 4);
         // the panel's positions as runs along output rows: offset in a plane, first column, length
         size_t src[F32_NR], dst[F32_NR], len[F32_NR], runs = 0;
         for (size_t p = c0; p < c0 + nc;) {
