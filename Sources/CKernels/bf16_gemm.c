@@ -112,6 +112,13 @@ static prefetch_t prefetch_share(const void *base, size_t stride, unsigned shift
     return pf;
 }
 
+// Lines (64 bytes) of the block of rows after rows done ..< done + block of a matrix of `total` rows of k floats, which a
+// kernel prefetches while it computes the current block: 0 after the last block.
+static size_t next_block_lines(size_t done, size_t total, size_t block, size_t k) {
+    const size_t rows = done < total ? (total - done < block ? total - done : block) : 0;
+    return (rows * k * 4 + 63) / 64;
+}
+
 // The step loop of a tile kernel: STEP(i) for i < STEPS, prefetching pf's lines (one per step) during the first ones.
 #define TILE_STEPS(STEPS, PF, STEP)                                                                            \
     do {                                                                                                       \
@@ -207,6 +214,16 @@ F32_TARGET static void transpose16(const float *src, size_t ls, size_t rows, siz
     for (size_t c = 0; c < cols; c++) _mm512_mask_storeu_ps(dst + c * ld, rm, bias ? _mm512_add_ps(r[c], b) : r[c]);
 }
 
+// y[M, N] = (yᵀ)ᵀ + bias from yᵀ [N][ldt], 16 × 16 at a time (bias may be NULL).
+F32_TARGET static void transpose_out(const float *yt, size_t ldt, size_t M, size_t N, const float *bias, float *y) {
+    for (size_t n0 = 0; n0 < N; n0 += 16) {
+        const float *b16 = bias ? bias + n0 : NULL;   // the bias of these 16 outputs
+        for (size_t m0 = 0; m0 < M; m0 += 16)
+            transpose16(yt + n0 * ldt + m0, ldt, N - n0 < 16 ? N - n0 : 16, M - m0 < 16 ? M - m0 : 16, b16,
+                        y + m0 * N + n0, N);
+    }
+}
+
 // Workspace layout of each product (in 32-bit words, every part 64-byte aligned).
 static size_t forward_words(size_t M, size_t K, size_t N) {
     return round_up(M, NRF) * ((K + 1) / 2) + MRF * round_up((K + 1) / 2, 16) + round_up(N, 16) * round_up(M, NRF);
@@ -249,17 +266,12 @@ BF16_TARGET void bf16_linear_forward(const float *x, const float *w, const float
         const size_t mr = N - n0 < MRF ? N - n0 : MRF;
         for (size_t r = 0; r < mr; r++) pack_row(w + (n0 + r) * K, K, wp + r * lda);
         // while this block computes, the next block of w's rows (contiguous) comes into L2
-        const size_t next = n0 + mr < N ? (N - n0 - mr < MRF ? N - n0 - mr : MRF) : 0;
-        const size_t lines = (next * K * 4 + 63) / 64;
+        const size_t lines = next_block_lines(n0 + mr, N, MRF, K);
         for (size_t j = 0; j < panels; j++)
             kernel_nv4((int)mr, wp, lda, 1, xp + j * pairs * NRF, pairs, yt + n0 * ldt + j * NRF, ldt,
                        prefetch_share(w + (n0 + mr) * K, 64, 0, lines, j, panels));
     }
-    // y = (yᵀ)ᵀ + bias, 16 × 16 at a time
-    for (size_t n0 = 0; n0 < N; n0 += 16)
-        for (size_t m0 = 0; m0 < M; m0 += 16)
-            transpose16(yt + n0 * ldt + m0, ldt, N - n0 < 16 ? N - n0 : 16, M - m0 < 16 ? M - m0 : 16,
-                        bias ? bias + n0 : NULL, y + m0 * N + n0, N);
+    transpose_out(yt, ldt, M, N, bias, y);
 }
 
 BF16_TARGET void bf16_linear_input_gradient(const float *dy, const float *w, float *dx,
@@ -320,8 +332,7 @@ BF16_TARGET void bf16_linear_accumulate_weight_gradient(const float *dy, const f
     for (size_t o0 = 0; o0 < N; o0 += MRW) {
         const size_t mr = N - o0 < MRW ? N - o0 : MRW;
         // while these rows of g compute, the next rows (contiguous) come into L2
-        const size_t next = o0 + mr < N ? (N - o0 - mr < MRW ? N - o0 - mr : MRW) : 0;
-        const size_t lines = (next * K * 4 + 63) / 64;
+        const size_t lines = next_block_lines(o0 + mr, N, MRW, K);
         for (size_t j = 0; j < panels; j++) {
             const size_t c0 = j * NRW, nc = K - c0 < NRW ? K - c0 : NRW;
             kernel_nv4((int)mr, dyp + o0, 1, N, xp + j * pairs * NRW, pairs, tile, NRW,
@@ -358,7 +369,6 @@ static int detect(void) {
     if (!avx512_leaf7(0, &a, &b) || (b & (f | bw | vl)) != (f | bw | vl)) return 0;
     return avx512_leaf7(1, &a, &b) && (a & (1u << 5)) ? 1 : 0;        // AVX512_BF16
 }
-
 
 // ---- float32 forward for small batches: y[M, N] = x[M, K]·w[N, K]ᵀ + bias, M ≤ a few hundred rows ----
 //
@@ -426,8 +436,7 @@ F32_TARGET void f32_linear_forward(const float *x, const float *w, const float *
     for (size_t n0 = 0; n0 < N; n0 += MRMAX) {
         const size_t mr = N - n0 < MRMAX ? N - n0 : MRMAX;
         // while this block computes, the next block of w's rows (contiguous) comes into L2
-        const size_t next = n0 + mr < N ? (N - n0 - mr < MRMAX ? N - n0 - mr : MRMAX) : 0;
-        const size_t lines = (next * K * 4 + 63) / 64;
+        const size_t lines = next_block_lines(n0 + mr, N, MRMAX, K);
         for (size_t j = 0; j < panels; j++) {
             const size_t cols = M - j * F32_NR < F32_NR ? M - j * F32_NR : F32_NR;   // rows of x in this panel
             f32_kernel_by_width[(cols + 15) / 16 - 1]((int)mr, w + n0 * K, K, xp + j * K * F32_NR, K,
@@ -435,12 +444,7 @@ F32_TARGET void f32_linear_forward(const float *x, const float *w, const float *
                                                       prefetch_share(w + (n0 + mr) * K, 64, 0, lines, j, panels));
         }
     }
-    for (size_t n0 = 0; n0 < N; n0 += 16) {
-        const float *b16 = bias ? bias + n0 : NULL;   // the bias of these 16 outputs
-        for (size_t m0 = 0; m0 < M; m0 += 16)
-            transpose16(yt + n0 * ldt + m0, ldt, N - n0 < 16 ? N - n0 : 16, M - m0 < 16 ? M - m0 : 16, b16,
-                        y + m0 * N + n0, N);
-    }
+    transpose_out(yt, ldt, M, N, bias, y);
 }
 
 // ---- float32 convolution forward, one utterance: y[o][p] = bias[o] + Σ_k W[o][k] · patch_k(p), optionally ReLU'd ----
@@ -508,9 +512,9 @@ F32_TARGET void f32_conv_forward(const float *x, size_t channels, size_t height,
         conv_panel(x, row, K, width, stride, ow, c0, nc, pos, panel);
         for (size_t o0 = 0; o0 < cout; o0 += MRMAX) {
             const size_t mr = cout - o0 < MRMAX ? cout - o0 : MRMAX;
-            const size_t next = o0 + mr < cout ? (cout - o0 - mr < MRMAX ? cout - o0 - mr : MRMAX) : 0;
+            const size_t lines = next_block_lines(o0 + mr, cout, MRMAX, K);
             f32_kernel_by_width[nv - 1]((int)mr, w + o0 * K, K, panel, K, tile, F32_NR,
-                                        prefetch_share(w + (o0 + mr) * K, 64, 0, (next * K * 4 + 63) / 64, 0, 1));
+                                        prefetch_share(w + (o0 + mr) * K, 64, 0, lines, 0, 1));
             for (size_t r = 0; r < mr; r++) {
                 const __m512 b = _mm512_set1_ps(bias ? bias[o0 + r] : 0.0f);
                 for (size_t v = 0; v < nv; v++) {
@@ -552,7 +556,6 @@ void bf16_linear_accumulate_weight_gradient(const float *dy, const float *x, flo
                                             void *ws) { (void)dy; (void)x; (void)g; (void)M; (void)K; (void)N; (void)ws; }
 
 #endif
-
 
 int bf16_all_representable(const float *x, size_t n) {
     uint32_t low = 0;
