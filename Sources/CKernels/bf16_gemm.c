@@ -1,5 +1,6 @@
 // Products in our own AVX-512 kernels (see include/BF16GEMM.h for the contracts): Linear's three bfloat16 products
-// with AVX512_BF16, and (further down) the float32 forward of Linear for small batches and of Conv2d.
+// with AVX512_BF16, and (further down) the float32 forward and weight gradient of Linear for small batches and the
+// float32 forward of Conv2d.
 //
 // vdpbf16ps adds, in each of 16 float32 lanes, a[2i]·b[2i] + a[2i+1]·b[2i+1] over bfloat16 pairs: every operand is
 // packed as 32-bit words holding two bfloat16 values that are consecutive along the reduction. The micro-kernel
@@ -416,6 +417,52 @@ typedef void (*f32_kernel_fn)(int, const float *, size_t, const float *, size_t,
 // by the panel's width in vectors, minus one
 static const f32_kernel_fn f32_kernel_by_width[4] = {f32_kernel_nv1, f32_kernel_nv2, f32_kernel_nv3, f32_kernel_nv4};
 
+// The same tile with its sums added into c (row stride ldc, nc ≤ NV·16 columns, any alignment) as they leave the
+// registers, the squares of the new values summed into *squares.
+F32_INLINE void f32_kernel_acc(int MR, int NV, const float *restrict a, size_t lda, const float *restrict b,
+                               size_t K, float *restrict c, size_t ldc, size_t nc, prefetch_t pf, __m512 *squares) {
+    __m512 acc[MRMAX][4];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+#define F32_STEP(k)                                                                                            \
+    do {                                                                                                       \
+        __m512 bv[4];                                                                                          \
+        for (int v = 0; v < NV; v++) bv[v] = _mm512_load_ps(b + (k) * 64 + v * 16);                          \
+        for (int r = 0; r < MR; r++) {                                                                         \
+            const __m512 av = _mm512_set1_ps(a[r * lda + (k)]);                                                \
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);                   \
+        }                                                                                                      \
+    } while (0)
+    TILE_STEPS(K, pf, F32_STEP);
+#undef F32_STEP
+    __m512 sq = *squares;
+    for (int v = 0; v < NV; v++) {
+        const __mmask16 mask = first_lanes(nc > (size_t)v * 16 ? nc - (size_t)v * 16 : 0);
+        for (int r = 0; r < MR; r++) {
+            float *dst = c + r * ldc + v * 16;
+            const __m512 t = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), acc[r][v]);
+            _mm512_mask_storeu_ps(dst, mask, t);
+            sq = _mm512_fmadd_ps(t, t, sq);
+        }
+    }
+    *squares = sq;
+}
+#define F32_TILE_ACC(R) f32_kernel_acc(R, nv_, a, lda, b, K, c, ldc, nc, pf, squares)
+#define F32_ACC_KERNEL_FOR_ROWS(NAME, NV)                                                                      \
+    F32_TARGET static void NAME(int mr, const float *a, size_t lda, const float *b, size_t K, float *c,        \
+                                size_t ldc, size_t nc, prefetch_t pf, __m512 *squares) {                       \
+        enum { nv_ = NV };                                                                                     \
+        FOR_ROWS(mr, F32_TILE_ACC)                                                                             \
+    }
+F32_ACC_KERNEL_FOR_ROWS(f32_acc_kernel_nv1, 1)
+F32_ACC_KERNEL_FOR_ROWS(f32_acc_kernel_nv2, 2)
+F32_ACC_KERNEL_FOR_ROWS(f32_acc_kernel_nv3, 3)
+F32_ACC_KERNEL_FOR_ROWS(f32_acc_kernel_nv4, 4)
+typedef void (*f32_acc_kernel_fn)(int, const float *, size_t, const float *, size_t, float *, size_t, size_t, prefetch_t,
+                                  __m512 *);
+static const f32_acc_kernel_fn f32_acc_kernel_by_width[4] = {f32_acc_kernel_nv1, f32_acc_kernel_nv2, f32_acc_kernel_nv3,
+                                                             f32_acc_kernel_nv4};
+
 enum { F32_NR = 64 };
 
 size_t f32_linear_forward_workspace_bytes(size_t M, size_t K, size_t N) {
@@ -445,6 +492,52 @@ F32_TARGET void f32_linear_forward(const float *x, const float *w, const float *
         }
     }
     transpose_out(yt, ldt, M, N, bias, y);
+}
+
+// ---- float32 weight gradient of Linear: g[N, K] += dy[M, N]ᵀ · x[M, K], with the sum of the squares of the new g ----
+//
+// The forward's kernel again, with dyᵀ's rows as its broadcast rows (dy transposed once, N × M floats) and x's rows
+// as the panel, packed 64 columns wide: each 6 × 64 tile of g is the sum over the M rows of the batch, added into g
+// as it leaves the registers, g's next tile prefetched meanwhile. The tile's new values are in registers anyway: their
+// squares are summed there (float32 per tile, double across tiles), so the clipping norm needs no pass over g
+// afterwards (GradientNormTally). g is read and written once; no packed copy of it or of dy's columns.
+size_t f32_linear_weight_gradient_workspace_bytes(size_t M, size_t K, size_t N) {
+    return (round_up(N * M, 16) + round_up(K, F32_NR) * M) * 4;
+}
+
+F32_TARGET void f32_linear_weight_gradient(const float *dy, const float *x, float *g, size_t M, size_t K, size_t N,
+                                           void *workspace, double *sum_squares) {
+    const size_t panels = (K + F32_NR - 1) / F32_NR;
+    float *dyt = workspace;                            // [N][M]: dyᵀ
+    float *xp = dyt + round_up(N * M, 16);             // [panel][M][64]: x's rows, 64 columns at a time
+    for (size_t m0 = 0; m0 < M; m0 += 16)
+        for (size_t n0 = 0; n0 < N; n0 += 16)
+            transpose16(dy + m0 * N + n0, N, M - m0 < 16 ? M - m0 : 16, N - n0 < 16 ? N - n0 : 16, NULL,
+                        dyt + n0 * M + m0, M);
+    for (size_t j = 0; j < panels; j++) {
+        const size_t c0 = j * F32_NR, nc = K - c0 < F32_NR ? K - c0 : F32_NR;
+        for (size_t m = 0; m < M; m++)
+            for (size_t v = 0; v < 4; v++)
+                _mm512_store_ps(xp + (j * M + m) * F32_NR + v * 16,
+                                _mm512_maskz_loadu_ps(first_lanes(nc > v * 16 ? nc - v * 16 : 0), x + m * K + c0 + v * 16));
+    }
+    __m512d total = _mm512_setzero_pd();
+    for (size_t o0 = 0; o0 < N; o0 += MRMAX) {
+        const size_t mr = N - o0 < MRMAX ? N - o0 : MRMAX;
+        for (size_t j = 0; j < panels; j++) {
+            const size_t c0 = j * F32_NR, nc = K - c0 < F32_NR ? K - c0 : F32_NR;
+            // the lines of g's next tile: these rows' next 64 columns, or the first 64 of the next rows
+            const size_t next_rows = j + 1 < panels ? mr : (N - o0 - mr < MRMAX ? N - o0 - mr : MRMAX);
+            const float *next = j + 1 < panels ? g + o0 * K + c0 + F32_NR : g + (o0 + mr) * K;
+            const prefetch_t pf = prefetch_share(next, K * 4, 2, next_rows * 4, 0, 1);
+            __m512 squares = _mm512_setzero_ps();
+            f32_acc_kernel_by_width[(nc + 15) / 16 - 1]((int)mr, dyt + o0 * M, M, xp + j * M * F32_NR, M, g + o0 * K + c0, K,
+                                                        nc, pf, &squares);
+            total = _mm512_add_pd(total, _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(squares)),
+                                                       _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(squares), 1)))));
+        }
+    }
+    if (sum_squares) *sum_squares = _mm512_reduce_add_pd(total);
 }
 
 // ---- float32 convolution forward, one utterance: y[o][p] = bias[o] + Σ_k W[o][k] · patch_k(p), optionally ReLU'd ----
@@ -544,6 +637,11 @@ void f32_conv_forward(const float *x, size_t channels, size_t height, size_t wid
     (void)cout; (void)bias; (void)relu; (void)y; (void)ws;
 }
 size_t f32_linear_forward_workspace_bytes(size_t M, size_t K, size_t N) { (void)M; (void)K; (void)N; return 0; }
+size_t f32_linear_weight_gradient_workspace_bytes(size_t M, size_t K, size_t N) { (void)M; (void)K; (void)N; return 0; }
+void f32_linear_weight_gradient(const float *dy, const float *x, float *g, size_t M, size_t K, size_t N, void *ws,
+                                double *sum_squares) {
+    (void)dy; (void)x; (void)g; (void)M; (void)K; (void)N; (void)ws; (void)sum_squares;
+}
 void f32_linear_forward(const float *x, const float *w, const float *bias, float *y, size_t M, size_t K, size_t N,
                         void *ws) { (void)x; (void)w; (void)bias; (void)y; (void)M; (void)K; (void)N; (void)ws; }
 size_t bf16_linear_workspace_bytes(size_t M, size_t K, size_t N) { (void)M; (void)K; (void)N; return 0; }

@@ -36,6 +36,15 @@ size_t f32_linear_forward_workspace_bytes(size_t M, size_t K, size_t N);
 void f32_linear_forward(const float *x, const float *w, const float *bias, float *y,
                         size_t M, size_t K, size_t N, void *workspace);
 
+/// Linear's float32 weight gradient, accumulated: g[N, K] += dy[M, N]ᵀ · x[M, K] — each sum over the M rows in
+/// order (one FMA per step), then added to g — and, when sum_squares is not NULL, *sum_squares = Σ g² over the whole
+/// new g (the squares summed in float32 within each 6 × 64 tile, the tiles' sums in double).
+/// `workspace`: f32_linear_weight_gradient_workspace_bytes(M, K, N) bytes, aligned to 64. Call only when
+/// f32_linear_supported(). Single-threaded.
+size_t f32_linear_weight_gradient_workspace_bytes(size_t M, size_t K, size_t N);
+void f32_linear_weight_gradient(const float *dy, const float *x, float *g, size_t M, size_t K, size_t N,
+                                void *workspace, double *sum_squares);
+
 /// A float32 convolution of one utterance (square kernel k, stride s, no padding; torch.nn.Conv2d), W read in place:
 ///   y[o][i][j] = bias[o] + Σ_{c,u,v} w[o][c][u][v] · x[c][s·i + u][s·j + v]   (then max(·, 0) when relu)
 /// x [Cin][H][W], y [Cout][oh][ow]; each sum over (c, u, v) in order, one FMA per step, then the bias added.

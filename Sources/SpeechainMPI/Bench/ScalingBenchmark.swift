@@ -87,7 +87,7 @@ public enum ScalingBenchmark {
         /// The BLAS library, version and kernels in use (BLASKernels), and whether denormals are flushed.
         public var blas = ""
         public var flushDenormal = false
-        /// The kernels of the float32 forward of Linear (16–256 rows) and Conv2d (`Float32Kernels.selectedLine`).
+        /// The kernels of the float32 Linear forward and weight gradient (16–256 rows) and Conv2d forward (`Float32Kernels.selectedLine`).
         public var float32Kernels = ""
         /// How the ranks summed gradients (the trainer's start line says the same).
         public var gradientSum = ""
@@ -110,6 +110,11 @@ public enum ScalingBenchmark {
         public var waitMs = 0.0
         public var syncMs = 0.0
         public var optimizerMs = 0.0
+        /// Inside optimizerMs: the clipping norm's pass over the gradients (mean over ranks of the rank's median),
+        /// and how many gradient values' squares the backward had summed already (GradientNormTally; all of them on
+        /// one rank where Linear's own weight-gradient kernel runs, none where an allreduce comes between).
+        public var gradNormMs = 0.0
+        public var gradNormRecordedValues = 0
         /// The slowest rank's median of a raw MPI_Allreduce of the whole gradient buffer (one after every timed
         /// update), the synchronisation's slowest-rank median, and their ratio.
         public var rawAllreduceMs = 0.0
@@ -173,7 +178,8 @@ public enum ScalingBenchmark {
 
         let updates = config.steps / config.accumGrad, warmupUpdates = config.warmup / config.accumGrad
         var cycle = [Double](), forward = [Double](), backward = [Double](), optim = [Double](), wait = [Double](), comm = [Double]()
-        var raw = [Double]()
+        var raw = [Double](), norm = [Double]()
+        var recordedValues = 0
         var stepNum = 0
         var timedStart: UInt64 = 0
         var callsBefore = 0, bytesBefore = 0, mpiCallsBefore = 0
@@ -192,7 +198,8 @@ public enum ScalingBenchmark {
                 let f0 = DispatchTime.now().uptimeNanoseconds
                 try model.forward(input, context: context, losses: &losses, metrics: &metrics)
                 fwd += seconds(since: f0)
-                try scheduler.step(losses: losses, timer: timer, stepNum: stepNum, epochNum: 1)
+                let report = try scheduler.step(losses: losses, timer: timer, stepNum: stepNum, epochNum: 1)
+                if report.isUpdateStep { recordedValues = report.gradNormRecordedValues }
             }
             let total = seconds(since: t0)
             guard u >= warmupUpdates else { continue }
@@ -205,6 +212,7 @@ public enum ScalingBenchmark {
             wait.append(sync.waitSeconds)
             comm.append(sync.syncSeconds)
             optim.append(timer.total("optim_time") - sync.waitSeconds - sync.syncSeconds)
+            norm.append(timer.total("grad_norm_time"))
             // The reference, paired with every timed update so that both see the same machine: a raw MPI_Allreduce
             // of the same buffer, which the update has just zeroed (a sum of zeros leaves it zero).
             if let mpi, world > 1 {
@@ -252,6 +260,8 @@ public enum ScalingBenchmark {
         report.syncMs = try mean(comm) * 1e3
         report.syncMsSlowestRank = try slowest(comm) * 1e3
         report.optimizerMs = try mean(optim) * 1e3
+        report.gradNormMs = try mean(norm) * 1e3
+        report.gradNormRecordedValues = recordedValues
 
         let flopsPerUpdate = report.flopsPerSample * Double(batch * config.accumGrad)
         report.achievedGflopsPerRank = flopsPerUpdate / updateSeconds / 1e9
@@ -443,7 +453,8 @@ extension ScalingBenchmark.Report {
             "allreduce:  \(allreduceCalls) calls, \(allreduceBytes) bytes (\(mpiCalls) MPI_Iallreduce calls)",
             "compute:    \(f(achievedGflopsPerRank)) GFLOP/s per rank over the step, \(f(computeGflopsPerRank)) over forward+backward; "
                 + "sgemm peak \(f(sgemmPeakGflopsPerRank)) (\(c.gemmSize)³), the step's GEMM shapes \(f(sgemmShapesGflopsPerRank)) → step at \(f(fractionOfPeak * 100))% of peak",
-            "memory:     \(f(memoryGbPerSecond, 2)) GB/s in a pass with Adam's traffic → Adam's floor \(f(adamFloorMs, 2)) ms per update (optimizer took \(f(optimizerMs, 2)))",
+            "memory:     \(f(memoryGbPerSecond, 2)) GB/s in a pass with Adam's traffic → Adam's floor \(f(adamFloorMs, 2)) ms per update (optimizer took \(f(optimizerMs, 2)); "
+                + "of it the clipping norm's pass \(f(gradNormMs, 2)), Σ g² of \(gradNormRecordedValues) of \(parameters) gradient values summed in the backward)",
         ]
         if let ratio = syncOverRaw {
             lines.append("sync/raw:   \(f(syncMsSlowestRank, 2)) ms vs a raw MPI_Allreduce of the same \(f(mb, 2)) MB \(f(rawAllreduceMs, 2)) ms (slowest rank, medians) → \(f(ratio, 3))×")

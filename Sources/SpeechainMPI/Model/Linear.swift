@@ -142,10 +142,35 @@ public final class Linear: Layer {
         ranNative.backward = false
         guard let p = precision else {
             if accumulate {
-                BLAS.sgemm(transposeA: true, transposeB: false, m: outFeatures, n: inFeatures, k: x.rows,
-                           a: dy.data, lda: outFeatures, b: x.data, ldb: inFeatures,
-                           beta: 1, c: g + weightOffset, ldc: inFeatures)
-                if hasBias { Kernels.accumulateColumnSums(dy.data, rows: dy.rows, cols: outFeatures, into: g + biasOffset) }
+                // In the backward before an update (the tally recording) our kernel computes dW and sums the squares
+                // of the new values as it writes them: the clipping norm's share of dW (GradientNormTally), and db's,
+                // read right after it was added. Other backwards keep sgemm, a few percent faster on the product alone.
+                let tally = store.normTally
+                var recorded = false
+                if tally.recording, x.rows >= Float32Kernels.minRows, x.rows <= Float32Kernels.maxRows,
+                   Float32Kernels.effective(float32Kernels) == .own {
+                    var sum: Double?
+                    BLAS.ownProduct(transposeA: true, transposeB: false, m: outFeatures, n: inFeatures, k: x.rows) {
+                        sum = Float32Kernels.weightGradient(dy: dy.data, x: x.data, g: g + weightOffset, rows: x.rows,
+                                                            inFeatures: inFeatures, outFeatures: outFeatures,
+                                                            workspace: workspace, sumOfSquares: tally.recording)
+                    }
+                    if let sum { tally.record(offset: weightOffset, count: outFeatures * inFeatures, sumOfSquares: sum); recorded = true }
+                } else {
+                    BLAS.sgemm(transposeA: true, transposeB: false, m: outFeatures, n: inFeatures, k: x.rows,
+                               a: dy.data, lda: outFeatures, b: x.data, ldb: inFeatures,
+                               beta: 1, c: g + weightOffset, ldc: inFeatures)
+                }
+                if !recorded { tally.forget(offset: weightOffset) }
+                if hasBias {
+                    Kernels.accumulateColumnSums(dy.data, rows: dy.rows, cols: outFeatures, into: g + biasOffset)
+                    if recorded {
+                        tally.record(offset: biasOffset, count: outFeatures,
+                                     sumOfSquares: Kernels.sumOfSquares(g + biasOffset, count: outFeatures))
+                    } else {
+                        tally.forget(offset: biasOffset)
+                    }
+                }
             }
             if let dx {
                 BLAS.sgemm(transposeA: false, transposeB: false, m: x.rows, n: inFeatures, k: outFeatures,
@@ -153,6 +178,10 @@ public final class Linear: Layer {
                            beta: 0, c: dx.data, ldc: inFeatures)
             }
             return
+        }
+        if accumulate {   // autocast's paths record no Σ g²
+            store.normTally.forget(offset: weightOffset)
+            if hasBias { store.normTally.forget(offset: biasOffset) }
         }
         if ranNative.forward, BF16GEMM.allRepresentable(dy.data, count: dy.count) {
             ranNative.backward = true

@@ -17,6 +17,8 @@ public final class ParameterStore {
     public private(set) var values: FloatBuffer
     public private(set) var gradients: FloatBuffer
     private var index: [String: Int] = [:]
+    /// Σ g² of gradients recorded where they were written (see GradientNormTally).
+    public let normTally = GradientNormTally()
 
     public init() {
         values = FloatBuffer(count: 0)
@@ -77,6 +79,7 @@ public final class ParameterStore {
     }
 
     public func zeroGradients(_ ranges: [Range<Int>]) {
+        normTally.forget(ranges)
         for r in ranges { Kernels.fill(gradients.pointer + r.lowerBound, count: r.count, value: 0) }
     }
 

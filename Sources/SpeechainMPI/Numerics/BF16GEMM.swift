@@ -97,13 +97,15 @@ public enum BF16GEMM {
     }
 }
 
-/// Which kernels multiply two float32 forward products: Linear's for batches of `minRows`…`maxRows` rows, and
-/// Conv2d's for patches of at least `minConvPatch` values.
+/// Which kernels multiply three float32 products: Linear's forward and weight gradient for batches of
+/// `minRows`…`maxRows` rows, and Conv2d's forward for patches of at least `minConvPatch` values.
 ///
-/// - `own`: `f32_linear_forward` and `f32_conv_forward` (`Sources/CKernels/bf16_gemm.c`): W read in place, never
-///   packed; the convolution unfolds 64 positions at a time into a cache-resident panel. AVX-512F only.
+/// - `own`: `f32_linear_forward`, `f32_linear_weight_gradient` and `f32_conv_forward`
+///   (`Sources/CKernels/bf16_gemm.c`): W read in place, never packed; the weight gradient sums the squares of what
+///   it writes for the clipping norm (GradientNormTally); the convolution unfolds 64 positions at a time into a
+///   cache-resident panel. AVX-512F only.
 /// - `openblas`: sgemm (Linear as yᵀ = W·xᵀ then a transpose that adds the bias, `Linear.transposedForwardMaxRows`;
-///   Conv2d as im2col then W·cols).
+///   dW += dyᵀ·x; Conv2d as im2col then W·cols).
 ///
 /// OpenBLAS packs all of W on every call, which for 64 rows costs about a fifth of the product. Measured on an AMD
 /// EPYC family 25 model 17 (Zen 4), one thread, W cold in memory as in a training step (2026-12-07,
@@ -149,8 +151,11 @@ public enum Float32Kernels: String, Sendable, CaseIterable, CustomStringConverti
     /// For reports: "own AVX-512 kernels" or "OpenBLAS".
     public static var selectedName: String { selected == .own ? "own AVX-512 kernels" : "OpenBLAS" }
 
-    /// For start lines and reports: "float32 forward of Linear (16–256 rows) and Conv2d: own AVX-512 kernels".
-    public static var selectedLine: String { "float32 forward of Linear (\(minRows)–\(maxRows) rows) and Conv2d: \(selectedName)" }
+    /// For start lines and reports: "float32 Linear forward and weight gradient (16–256 rows), Conv2d forward: own
+    /// AVX-512 kernels".
+    public static var selectedLine: String {
+        "float32 Linear forward and weight gradient (\(minRows)–\(maxRows) rows), Conv2d forward: \(selectedName)"
+    }
 
     /// y[m, n] = Σ_k x[m, k]·w[n, k] + bias[n] with `own` (precondition: supported).
     public static func forward(x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
@@ -163,5 +168,26 @@ public enum Float32Kernels: String, Sendable, CaseIterable, CustomStringConverti
             return
         }
         f32_linear_forward(x, w, bias, y, m, k, n, workspace.reserve(bytes: f32_linear_forward_workspace_bytes(m, k, n)))
+    }
+
+    /// g[n, k] += Σ_m dy[m, n]·x[m, k] with `own` (precondition: supported). With `sumOfSquares` it also returns
+    /// Σ g² over the whole new g, summed as each tile of g leaves the registers (see GradientNormTally). Linear uses
+    /// it for batches of `minRows`…`maxRows` rows in the backward before an update only: the product alone is 1–6%
+    /// slower than OpenBLAS's sgemm on the benchmark MLP's shapes (64 × 2048 → 2048: 98–101 against 99–104 GFLOP/s;
+    /// 16 rows 70–76 against 74–85), but the norm's pass over g it saves costs more (a 16 MB g: ~0.5 ms).
+    /// Measured on an AMD EPYC family 25 model 17, one thread, g cold (`scripts/bench/weight_gradient.c`,
+    /// bench/weight-gradient-20261207-zen4).
+    @discardableResult
+    public static func weightGradient(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, g: UnsafeMutablePointer<Float>,
+                                      rows m: Int, inFeatures k: Int, outFeatures n: Int, workspace: BF16GEMM.Workspace,
+                                      sumOfSquares: Bool) -> Double? {
+        precondition(isSupported)
+        guard n > 0, k > 0 else { return sumOfSquares ? 0 : nil }
+        if m == 0 { return sumOfSquares ? Kernels.sumOfSquares(g, count: n * k) : nil }   // g unchanged
+        let space = workspace.reserve(bytes: f32_linear_weight_gradient_workspace_bytes(m, k, n))
+        guard sumOfSquares else { f32_linear_weight_gradient(dy, x, g, m, k, n, space, nil); return nil }
+        var sum = 0.0
+        f32_linear_weight_gradient(dy, x, g, m, k, n, space, &sum)
+        return sum
     }
 }

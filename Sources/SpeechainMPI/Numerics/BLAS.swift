@@ -26,9 +26,9 @@ public enum BLAS {
 
     /// One of our own products (`Float32Kernels`), recorded in `profile` as sgemm's are, under its shape marked own.
     @inline(__always)
-    public static func ownProduct(transposeB: Bool, m: Int, n: Int, k: Int, _ body: () -> Void) {
+    public static func ownProduct(transposeA: Bool = false, transposeB: Bool, m: Int, n: Int, k: Int, _ body: () -> Void) {
         guard profile.isOn else { body(); return }
-        measured(GemmShape(transposeA: false, transposeB: transposeB, m: m, n: n, k: k, own: true), body)
+        measured(GemmShape(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, own: true), body)
     }
 
     private static func measured(_ shape: GemmShape, _ body: () -> Void) {

@@ -4,7 +4,11 @@ import Foundation
 /// g ← g·min(1, max_norm/(total + 1e-6)); the total norm before clipping is returned. A non-finite total leaves the
 /// gradients as they are (the caller skips the update). max_norm ≤ 0 only measures.
 public enum GradientClipping {
-    public static func totalNorm(_ gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>], normType p: Double) -> Double {
+    /// `recordedSumOfSquares` (2-norm only): Σ g² of gradients outside `ranges` that belong to the norm, summed
+    /// where they were written (GradientNormTally).
+    public static func totalNorm(_ gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>], normType p: Double,
+                                 recordedSumOfSquares: Double = 0) -> Double {
+        precondition(recordedSumOfSquares == 0 || p == 2, "recorded sums of squares are for the 2-norm")
         if p.isInfinite {
             var m: Float = 0
             for r in ranges {
@@ -14,7 +18,7 @@ public enum GradientClipping {
             }
             return Double(m)
         }
-        var sum = 0.0
+        var sum = recordedSumOfSquares
         for r in ranges {
             let g = gradients + r.lowerBound
             switch p {
@@ -44,8 +48,9 @@ public enum GradientClipping {
     /// norm), the multiplier coef·factor the clipping pass would apply — an optimizer step given it as its
     /// gradient scale sees exactly the clipped gradients (the same single product g·(coef·factor) per element).
     public static func measure(_ gradients: UnsafeMutablePointer<Float>, ranges: [Range<Int>], maxNorm: Double, normType: Double,
-                               factor: Float = 1) -> (total: Float, scale: Float?) {
-        let total = Float(totalNorm(gradients, ranges: ranges, normType: normType) * Double(factor))
+                               factor: Float = 1, recordedSumOfSquares: Double = 0) -> (total: Float, scale: Float?) {
+        let total = Float(totalNorm(gradients, ranges: ranges, normType: normType, recordedSumOfSquares: recordedSumOfSquares)
+                          * Double(factor))
         guard maxNorm > 0, total.isFinite else { return (total, nil) }
         let coef = min(Float(maxNorm) / (total + 1e-6), 1)
         return (total, coef * factor)

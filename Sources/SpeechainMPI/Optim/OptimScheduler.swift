@@ -33,6 +33,9 @@ public struct StepReport: Sendable, Equatable {
     /// The update was skipped because the gradients were not finite.
     public var skipped = false
     public var gradNorm: Float?
+    /// How many of the gradient values in gradNorm had their squares summed in the backward (GradientNormTally)
+    /// instead of in the norm's pass.
+    public var gradNormRecordedValues = 0
     public var lr: Double?
     /// The loss scale used for this step's backward (AMP only).
     public var lossScale: Float?
@@ -154,6 +157,14 @@ public final class OptimScheduler: CustomStringConvertible {
         report.didBackward = true
         let lossScale = scaler?.lossScale ?? 1
         if scaler != nil { report.lossScale = lossScale }
+        // Before an update whose norm is of the gradients as this backward leaves them, the layers that can record
+        // their gradients' Σ g² as they write them do (GradientNormTally).
+        let tally = model.parameters.normTally
+        if stepNum % options.accumGrad == 0, normFromTally {
+            tally.forget(ranges)
+            tally.recording = true
+        }
+        defer { tally.recording = false }
         try measure(timer, "loss_backward_time", label) {
             try model.backward(loss: optimLoss, seed: lossScale / Float(options.accumGrad), modules: backwardModules)
         }
@@ -190,8 +201,17 @@ public final class OptimScheduler: CustomStringConvertible {
             }
             // The clipping coefficient rides along too: the optimizer's pass sees g·(coef·pending), as a clipping
             // pass would have left it, and zeroes each gradient as it reads it.
-            let (norm, clipScale) = GradientClipping.measure(grads, ranges: ranges, maxNorm: options.gradClip,
-                                                             normType: options.gradNormType, factor: pending)
+            // The norm's Σ g² of what the backward recorded, and a pass over the rest (all of it without records).
+            let tally = params.normTally
+            let recorded = normFromTally ? tally.take(ranges) : (sumOfSquares: 0, values: 0, rest: ranges)
+            if !normFromTally { tally.forget(ranges) }
+            report.gradNormRecordedValues = recorded.values
+            var (norm, clipScale): (Float, Float?) = (0, nil)
+            measure(timer, "grad_norm_time", label) {
+                (norm, clipScale) = GradientClipping.measure(grads, ranges: recorded.rest, maxNorm: options.gradClip,
+                                                             normType: options.gradNormType, factor: pending,
+                                                             recordedSumOfSquares: recorded.sumOfSquares)
+            }
             if let clipScale { pending = clipScale }
             report.gradNorm = norm
             if foundInf || !norm.isFinite {
@@ -204,6 +224,12 @@ public final class OptimScheduler: CustomStringConvertible {
             }
             scaler?.update(foundInf: report.skipped)
         }
+    }
+
+    /// Whether the update's norm may use Σ g² recorded in the backward (GradientNormTally): the 2-norm of gradients
+    /// that nothing changes between the backward and the norm — no allreduce, no GradScaler unscaling.
+    private var normFromTally: Bool {
+        options.gradNormType == 2 && synchronizer == nil && !(scaler?.enabled ?? false)
     }
 
     @inline(__always)

@@ -59,6 +59,9 @@ func launchBench(np: Int?, _ arguments: [String], timeout: Double) throws -> Clu
         #expect(abs(b.samplesPerSecond * Self.flopsPerSample / 1e9 - b.achievedGflopsPerRank) <= 1e-6 * b.achievedGflopsPerRank)
         #expect(abs(b.samplesPerSecond * b.updateMs / 1e3 - 16) <= 1e-6 * 16)
         #expect(b.sgemmPeakGflopsPerRank > 0 && b.computeMs > 0 && b.optimizerMs > 0)
+        // one rank, batches of 16: with our own kernels the backward summed every gradient's squares for the norm
+        #expect(b.gradNormRecordedValues == (Float32Kernels.selected == .own ? Self.parameters : 0))
+        #expect(r.stdout.contains("gradient values summed in the backward"))
         for line in ["throughput:", "step:", "allreduce:", "compute:", "memory:"] { #expect(r.stdout.contains(line)) }
     }
 
@@ -79,6 +82,8 @@ func launchBench(np: Int?, _ arguments: [String], timeout: Double) throws -> Clu
         #expect(b.globalBatch == 16)
         #expect(abs(b.samplesPerSecond * b.updateMs / 1e3 - Double(16 * accumGrad)) <= 1e-6 * Double(16 * accumGrad))
         #expect(b.rawAllreduceMs > 0 && b.syncOverRaw != nil)
+        // the allreduce changes the gradients after the backward: the norm reads them all
+        #expect(b.gradNormRecordedValues == 0)
         // only rank 0 reports
         #expect(r.stdout.components(separatedBy: "throughput:").count == 2)
     }
