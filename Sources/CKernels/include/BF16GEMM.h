@@ -54,6 +54,15 @@ void f32_conv_forward(const float *x, size_t channels, size_t height, size_t wid
                       size_t oh, size_t ow, const float *w, size_t cout, const float *bias, int relu, float *y,
                       void *workspace);
 
+/// The weight gradient of such a convolution for one utterance, accumulated:
+///   g[o][c][u][v] += Σ_{i,j} dy[o][i][j] · x[c][s·i + u][s·j + v]
+/// each sum over the positions (i, j) in order, one FMA per step, then added to g. dy [Cout][oh][ow], g [Cout][Cin·k·k].
+/// `workspace`: f32_conv_weight_gradient_workspace_bytes(Cin, k, oh·ow) bytes, aligned to 64. Call only when
+/// f32_linear_supported().
+size_t f32_conv_weight_gradient_workspace_bytes(size_t in_channels, size_t kernel, size_t positions);
+void f32_conv_weight_gradient(const float *x, size_t channels, size_t height, size_t width, size_t kernel, size_t stride,
+                              size_t oh, size_t ow, const float *dy, size_t cout, float *g, void *workspace);
+
 /// 1 when every one of the n values is a bfloat16 value (its low 16 bits are zero), so that rounding it is exact.
 int bf16_all_representable(const float *x, size_t n);
 

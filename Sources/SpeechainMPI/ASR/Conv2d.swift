@@ -39,8 +39,9 @@ public final class Conv2d {
 
     /// How the products run under bfloat16 autocast (see the type's documentation); float16 is always emulated.
     public var bfloat16Products = BF16GEMM.defaultProducts
-    /// Which kernel runs the float32 forward of a convolution with a patch of at least `Float32Kernels.minConvPatch`
-    /// values (`Float32Kernels`: our own unfolds each panel of 64 positions just in time, W read in place).
+    /// Which kernel runs the float32 forward and weight gradient of a convolution with a patch of at least
+    /// `Float32Kernels.minConvPatch` values (`Float32Kernels`: our own unfolds each panel of 64 positions, or of 64
+    /// patch entries, just in time; no unfolded copy of the utterance).
     public var float32Kernels = Float32Kernels.selected
     private let ownWorkspace = BF16GEMM.Workspace()
     /// Whether the last forward and backward ran the native bfloat16 products; tests read it.
@@ -189,9 +190,19 @@ public final class Conv2d {
                 weightGradient = batchGradient.pointer; biasGradient = batchGradient.pointer + outChannels * patch
             }
         }
+        // float32 with our kernels: dW += dy_b·cols_bᵀ without an unfolded copy (f32_conv_weight_gradient)
+        let ownWeightGradient = precision == nil && patch >= Float32Kernels.minConvPatch
+            && Float32Kernels.effective(float32Kernels) == .own
         for b in 0..<batch {
             let dyb = dy + b * outChannels * n
-            if accumulate {
+            if accumulate, ownWeightGradient {
+                let ws = ownWorkspace.reserve(bytes: f32_conv_weight_gradient_workspace_bytes(inChannels, kernel, n))
+                BLAS.ownProduct(transposeB: true, m: outChannels, n: patch, k: n) {
+                    f32_conv_weight_gradient(x + b * inChannels * height * width, inChannels, height, width, kernel, stride,
+                                             outH, outW, dyb, outChannels, weightGradient, ws)
+                }
+                if hasBias { for o in 0..<outChannels { biasGradient[o] += Self.sum(dyb + o * n, count: n) } }
+            } else if accumulate {
                 unfold(x + b * inChannels * height * width, height: height, width: width, outH: outH, outW: outW)
                 if native {
                     // dy_b·cols_bᵀ in float32 sums of exact products, added into the batch's float32 sum

@@ -97,15 +97,15 @@ public enum BF16GEMM {
     }
 }
 
-/// Which kernels multiply three float32 products: Linear's forward and weight gradient for batches of
-/// `minRows`…`maxRows` rows, and Conv2d's forward for patches of at least `minConvPatch` values.
+/// Which kernels multiply four float32 products: Linear's forward and weight gradient for batches of
+/// `minRows`…`maxRows` rows, and Conv2d's forward and weight gradient for patches of at least `minConvPatch` values.
 ///
-/// - `own`: `f32_linear_forward`, `f32_linear_weight_gradient` and `f32_conv_forward`
-///   (`Sources/CKernels/bf16_gemm.c`): W read in place, never packed; the weight gradient sums the squares of what
-///   it writes for the clipping norm (GradientNormTally); the convolution unfolds 64 positions at a time into a
-///   cache-resident panel. AVX-512F only.
+/// - `own`: `f32_linear_forward`, `f32_linear_weight_gradient`, `f32_conv_forward` and `f32_conv_weight_gradient`
+///   (`Sources/CKernels/bf16_gemm.c`): W read in place, never packed; Linear's weight gradient sums the squares of
+///   what it writes for the clipping norm (GradientNormTally); the convolutions unfold 64 positions (forward) or 64
+///   patch entries (weight gradient) at a time into a cache-resident panel, never the whole utterance. AVX-512F only.
 /// - `openblas`: sgemm (Linear as yᵀ = W·xᵀ then a transpose that adds the bias, `Linear.transposedForwardMaxRows`;
-///   dW += dyᵀ·x; Conv2d as im2col then W·cols).
+///   dW += dyᵀ·x; Conv2d as im2col then W·cols and dW += dy·colsᵀ).
 ///
 /// OpenBLAS packs all of W on every call, which for 64 rows costs about a fifth of the product. Measured on an AMD
 /// EPYC family 25 model 17 (Zen 4), one thread, W cold in memory as in a training step (2026-12-07,
@@ -124,7 +124,10 @@ public enum Float32Kernels: String, Sendable, CaseIterable, CustomStringConverti
     public static let maxRows = Linear.transposedForwardMaxRows
     /// Conv2d's forward uses `own` from this many values per patch (Cin·k·k): the ASR prenet's second convolution
     /// (256·9) ran at 16.0–16.4 against 17.0–17.6 ms per utterance for im2col + sgemm; its first (1·9 values per
-    /// patch, outputs 28× its products) at 0.85 against 0.56 ms, and keeps OpenBLAS.
+    /// patch, outputs 28× its products) at 0.85 against 0.56 ms, and keeps OpenBLAS. The weight gradient follows the
+    /// same rule: for the second convolution `f32_conv_weight_gradient` ran as fast as sgemm's dy·colsᵀ alone
+    /// (102.0/101.8 against 102.7/100.6 GFLOP/s in alternated `bench-asr` runs) and saves the unfold before it
+    /// (the backward 960/971 against 980/997 ms).
     public static let minConvPatch = 64
 
     /// Whether this CPU and OS run `own` (AVX-512F with the ZMM state enabled).
@@ -151,10 +154,10 @@ public enum Float32Kernels: String, Sendable, CaseIterable, CustomStringConverti
     /// For reports: "own AVX-512 kernels" or "OpenBLAS".
     public static var selectedName: String { selected == .own ? "own AVX-512 kernels" : "OpenBLAS" }
 
-    /// For start lines and reports: "float32 Linear forward and weight gradient (16–256 rows), Conv2d forward: own
-    /// AVX-512 kernels".
+    /// For start lines and reports: "float32 Linear forward and weight gradient (16–256 rows), Conv2d forward and
+    /// weight gradient: own AVX-512 kernels".
     public static var selectedLine: String {
-        "float32 Linear forward and weight gradient (\(minRows)–\(maxRows) rows), Conv2d forward: \(selectedName)"
+        "float32 Linear forward and weight gradient (\(minRows)–\(maxRows) rows), Conv2d forward and weight gradient: \(selectedName)"
     }
 
     /// y[m, n] = Σ_k x[m, k]·w[n, k] + bias[n] with `own` (precondition: supported).

@@ -2,12 +2,13 @@ import Foundation
 import Testing
 @testable import SpeechainMPI
 
-/// Conv2d's float32 forward with each kernel this CPU runs (`Float32Kernels`: our `f32_conv_forward`, which unfolds
+/// Conv2d's float32 forward and weight gradient with each kernel this CPU runs (`Float32Kernels`: our `f32_conv_forward`, which unfolds
 /// 64 positions at a time into a panel, and im2col + OpenBLAS) against a float64 convolution written here:
 /// y = relu?(b + Σ_{c,u,v} W·x) within (patch + 1)·2⁻²⁴·(Σ|terms| + |b|) — float32 products and sums, in any order.
 /// Stride 2 (runs along rows of x, panels starting at and inside an output row) and strides 1 and 3 (gathers),
 /// positions filling one panel, several and a part of the last, output channels not a multiple of the 6-row blocks,
-/// with and without bias and the fused ReLU.
+/// with and without bias and the fused ReLU. The weight gradient (`f32_conv_weight_gradient`: panels of 64 patch
+/// entries × all positions, no unfolded copy) against g₀ + Σ_{n,i,j} dy·x in float64, added to a gradient already there.
 @Suite struct Conv2dOwnForwardTests {
     struct Case: Sendable, CustomStringConvertible {
         let batch, cin, cout, height, width, kernel, stride: Int
@@ -72,6 +73,89 @@ import Testing
                 }
             }
         }
+    }
+
+    @Test(arguments: cases)
+    func weightGradientMatchesTheFormula(_ c: Case) throws {
+        for kernel in Float32Kernels.allCases where Float32Kernels.effective(kernel) == kernel {
+            let conv = Conv2d(c.cin, c.cout, kernel: c.kernel, stride: c.stride)
+            conv.float32Kernels = kernel
+            let store = ParameterStore()
+            conv.declareParameters(in: store, prefix: "conv.", module: "m")
+            store.allocate()
+            store.values.copy(from: Self.random(store.count, seed: 61), at: 0)
+            let g0 = Self.random(store.count, seed: 62)
+            store.gradients.copy(from: g0, at: 0)   // an earlier micro-batch's
+            let oh = conv.outputSize(c.height), ow = conv.outputSize(c.width), patch = c.cin * c.kernel * c.kernel, n = oh * ow
+            let xs = Self.random(c.batch * c.cin * c.height * c.width, seed: 63), dys = Self.random(c.batch * c.cout * n, seed: 64)
+            let x = FloatBuffer(xs), y = FloatBuffer(count: c.batch * c.cout * n), dy = FloatBuffer(dys)
+            conv.forward(x.pointer, y.pointer, batch: c.batch, height: c.height, width: c.width)
+            conv.backward(x: x.pointer, dy: dy.pointer, dx: nil, batch: c.batch, height: c.height, width: c.width, accumulate: true)
+            let g = store.gradients.toArray()
+            var worst = 0.0
+            for o in 0..<c.cout {
+                for ch in 0..<c.cin {
+                    for u in 0..<c.kernel {
+                        for v in 0..<c.kernel {
+                            let q = ((o * c.cin + ch) * c.kernel + u) * c.kernel + v
+                            var s = Double(g0[q]), magnitude = abs(s)
+                            for b in 0..<c.batch {
+                                for i in 0..<oh {
+                                    for j in 0..<ow {
+                                        let xv = xs[((b * c.cin + ch) * c.height + c.stride * i + u) * c.width + c.stride * j + v]
+                                        let term = Double(dys[(b * c.cout + o) * n + i * ow + j]) * Double(xv)
+                                        s += term; magnitude += abs(term)
+                                    }
+                                }
+                            }
+                            let bound = Double(c.batch * n + 2) * 0x1p-24 * magnitude
+                            worst = max(worst, abs(Double(g[q]) - s) / max(bound, .leastNormalMagnitude))
+                        }
+                    }
+                }
+            }
+            #expect(worst <= 1, "\(kernel), \(c): dW error \(worst)× the rounding bound")
+            // the bias gradient: g₀ + Σ dy
+            for o in 0..<c.cout {
+                var s = Double(g0[c.cout * patch + o])
+                for b in 0..<c.batch { for p in 0..<n { s += Double(dys[(b * c.cout + o) * n + p]) } }
+                #expect(abs(Double(g[c.cout * patch + o]) - s) <= 1e-5 * max(1, abs(s)))
+            }
+        }
+    }
+
+    /// The weight-gradient kernel reads nothing past x or dy: both placed right before a page that may not be read.
+    @Test func ownWeightGradientReadsNothingPastItsInputs() throws {
+        guard Float32Kernels.isSupported else { return }
+        let (cin, cout, h, w) = (8, 5, 9, 9)   // k 3, s 2: 4×4 positions, the last patch ends on x's last element
+        let conv = Conv2d(cin, cout, kernel: 3, stride: 2)
+        conv.float32Kernels = .own
+        let store = ParameterStore()
+        conv.declareParameters(in: store, prefix: "conv.", module: "m")
+        store.allocate()
+        store.values.copy(from: Self.random(store.count, seed: 71), at: 0)
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        func guarded(_ values: [Float]) throws -> (UnsafeMutablePointer<Float>, UnsafeMutableRawPointer) {
+            let region = try #require(mmap(nil, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
+            #expect(region != MAP_FAILED)
+            #expect(mprotect(region + page, page, PROT_NONE) == 0)
+            let p = (region + page - values.count * 4).bindMemory(to: Float.self, capacity: values.count)
+            p.update(from: values, count: values.count)
+            return (p, region)
+        }
+        let xs = Self.random(cin * h * w, seed: 72), dys = Self.random(cout * 16, seed: 73)
+        let (x, rx) = try guarded(xs), (dy, rdy) = try guarded(dys)
+        defer { munmap(rx, 2 * page); munmap(rdy, 2 * page) }
+        let y = FloatBuffer(count: cout * 16)
+        conv.forward(x, y.pointer, batch: 1, height: h, width: w)
+        conv.backward(x: x, dy: dy, dx: nil, batch: 1, height: h, width: w, accumulate: true)
+        let own = store.gradients.toArray()
+        store.zeroGradients([0..<store.count])
+        conv.float32Kernels = .openblas
+        let xCopy = FloatBuffer(xs), dyCopy = FloatBuffer(dys)
+        conv.forward(xCopy.pointer, y.pointer, batch: 1, height: h, width: w)
+        conv.backward(x: xCopy.pointer, dy: dyCopy.pointer, dx: nil, batch: 1, height: h, width: w, accumulate: true)
+        for (a, b) in zip(own, store.gradients.toArray()) { #expect(abs(a - b) <= 1e-5 * max(1, abs(b))) }
     }
 
     /// Our kernel reads nothing past x: an utterance whose last patch ends on x's last element, placed right before
