@@ -15,7 +15,8 @@ bin="$(swift build "${SWIFT_RELEASE_FLAGS[@]}" --show-bin-path)/speechain-mpi"
 [ -x "$bin" ] || swift build "${SWIFT_RELEASE_FLAGS[@]}" --product speechain-mpi >/dev/null
 export OPENBLAS_NUM_THREADS=1
 [ "${KEEP_CORETYPE:-0}" = 1 ] || unset OPENBLAS_CORETYPE
-"$py" -c "import torch" || { echo "compare_asr.sh: $py cannot import torch (PYTHON=/path/to/python)" >&2; exit 1; }
+# the twin imports scripts/reference/arasr_ref.py, which needs safetensors beside torch
+"$py" -c "import torch, safetensors" || { echo "compare_asr.sh: $py cannot import torch and safetensors (PYTHON=/path/to/python; pip install torch safetensors)" >&2; exit 1; }
 mkdir -p "$out"
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
