@@ -380,12 +380,14 @@ static int detect(void) {
 // registers; each sum runs over k in order with one FMA per step. yᵀ goes through the workspace and is transposed
 // 16 × 16 into y with the bias added, as in the bfloat16 forward above.
 
-// c[r·ldc + ·] (r < MR, NV·16 floats each, 64-byte aligned) = Σ_k a[r·lda + k] · b[k][·]  (b's rows 64 apart)
-F32_INLINE void f32_kernel(int MR, int NV, const float *restrict a, size_t lda, const float *restrict b, size_t K,
-                           float *restrict c, size_t ldc, prefetch_t pf) {
-    __m512 acc[MRMAX][4];
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+// acc[r][·] (r < MR, NV vectors) = Σ_k a[r·lda + k] · b[k][·]  (b's rows 64 apart, 64-byte aligned), one FMA per
+// step, pf's lines prefetched meanwhile: the float32 tile kernels' sums (acc declared by the caller).
+#define F32_TILE_SUMS(MR, NV, a, lda, b, K, pf, acc)                                                           \
+    do {                                                                                                       \
+        for (int r_ = 0; r_ < (MR); r_++)                                                                      \
+            for (int v_ = 0; v_ < (NV); v_++) (acc)[r_][v_] = _mm512_setzero_ps();                             \
+        TILE_STEPS(K, pf, F32_STEP);                                                                           \
+    } while (0)
 #define F32_STEP(k)                                                                                            \
     do {                                                                                                       \
         __m512 bv[4];                                                                                          \
@@ -395,8 +397,12 @@ F32_INLINE void f32_kernel(int MR, int NV, const float *restrict a, size_t lda, 
             for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);                   \
         }                                                                                                      \
     } while (0)
-    TILE_STEPS(K, pf, F32_STEP);
-#undef F32_STEP
+
+// c[r·ldc + ·] (r < MR, NV·16 floats each, 64-byte aligned) = Σ_k a[r·lda + k] · b[k][·]  (b's rows 64 apart)
+F32_INLINE void f32_kernel(int MR, int NV, const float *restrict a, size_t lda, const float *restrict b, size_t K,
+                           float *restrict c, size_t ldc, prefetch_t pf) {
+    __m512 acc[MRMAX][4];
+    F32_TILE_SUMS(MR, NV, a, lda, b, K, pf, acc);
     TILE_STORE(MR, NV, acc, c, ldc);
 }
 
@@ -422,19 +428,7 @@ static const f32_kernel_fn f32_kernel_by_width[4] = {f32_kernel_nv1, f32_kernel_
 F32_INLINE void f32_kernel_acc(int MR, int NV, const float *restrict a, size_t lda, const float *restrict b,
                                size_t K, float *restrict c, size_t ldc, size_t nc, prefetch_t pf, __m512 *squares) {
     __m512 acc[MRMAX][4];
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
-#define F32_STEP(k)                                                                                            \
-    do {                                                                                                       \
-        __m512 bv[4];                                                                                          \
-        for (int v = 0; v < NV; v++) bv[v] = _mm512_load_ps(b + (k) * 64 + v * 16);                          \
-        for (int r = 0; r < MR; r++) {                                                                         \
-            const __m512 av = _mm512_set1_ps(a[r * lda + (k)]);                                                \
-            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);                   \
-        }                                                                                                      \
-    } while (0)
-    TILE_STEPS(K, pf, F32_STEP);
-#undef F32_STEP
+    F32_TILE_SUMS(MR, NV, a, lda, b, K, pf, acc);
     __m512 sq = *squares;
     for (int v = 0; v < NV; v++) {
         const __mmask16 mask = first_lanes(nc > (size_t)v * 16 ? nc - (size_t)v * 16 : 0);
