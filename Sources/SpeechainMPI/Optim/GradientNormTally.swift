@@ -14,56 +14,67 @@
 public final class GradientNormTally {
     /// Set by OptimScheduler.backward only (see above).
     public internal(set) var recording = false
-    private var sums: [Int: (count: Int, sumOfSquares: Double)] = [:]   // by the tensor's offset
+    // The records, unordered: tensor offset, value count, Σ g². Plain arrays whose capacity is kept, so that a warm
+    // training step allocates nothing here (a model has a few hundred tensors at most: linear searches).
+    private var offsets: [Int] = [], counts: [Int] = [], sums: [Double] = []
+    private var rest: [Range<Int>] = []
 
     public init() {}
 
     /// How many tensors have a record now (tests and reports).
-    public var recordedTensors: Int { sums.count }
+    public var recordedTensors: Int { offsets.count }
 
     /// Records Σ g² of the gradient values offset ..< offset + count as they are now; a non-finite sum is not
     /// recorded (the pass then computes it in double precision, where a float32 sum of squares may have overflowed).
     public func record(offset: Int, count: Int, sumOfSquares: Double) {
-        if sumOfSquares.isFinite { sums[offset] = (count, sumOfSquares) } else { sums[offset] = nil }
+        forget(offset: offset)
+        guard sumOfSquares.isFinite else { return }
+        offsets.append(offset); counts.append(count); sums.append(sumOfSquares)
     }
 
     /// Forgets the record of the tensor at `offset`, if any.
-    @inline(__always)
     public func forget(offset: Int) {
-        if !sums.isEmpty { sums[offset] = nil }
+        if let i = offsets.firstIndex(of: offset) { remove(at: i) }
     }
 
     /// Forgets every record that overlaps `ranges`.
     public func forget(_ ranges: [Range<Int>]) {
-        guard !sums.isEmpty else { return }
-        for (offset, entry) in sums where ranges.contains(where: { $0.overlaps(offset..<(offset + entry.count)) }) {
-            sums[offset] = nil
+        var i = 0
+        while i < offsets.count {
+            let tensor = offsets[i]..<(offsets[i] + counts[i])
+            if ranges.contains(where: { $0.overlaps(tensor) }) { remove(at: i) } else { i += 1 }
         }
     }
 
-    /// The recorded Σ g² of the tensors that lie inside `ranges` and the parts of `ranges` they leave uncovered
-    /// (in order), and forgets those records — the pass over `rest` plus `sumOfSquares` is the Σ g² of `ranges`.
+    private func remove(at i: Int) {
+        offsets.swapAt(i, offsets.count - 1); counts.swapAt(i, counts.count - 1); sums.swapAt(i, sums.count - 1)
+        offsets.removeLast(); counts.removeLast(); sums.removeLast()
+    }
+
+    /// The recorded Σ g² of the tensors that lie inside `ranges` (sorted, disjoint, as ParameterStore.ranges gives
+    /// them) and the parts of `ranges` they leave uncovered (in order), and forgets those records — the pass over
+    /// `rest` plus `sumOfSquares` is the Σ g² of `ranges`. Records straddling a range's border are forgotten unused.
     public func take(_ ranges: [Range<Int>]) -> (sumOfSquares: Double, values: Int, rest: [Range<Int>]) {
-        guard !sums.isEmpty else { return (0, 0, ranges) }
+        guard !offsets.isEmpty else { return (0, 0, ranges) }
         var total = 0.0, values = 0
-        var rest: [Range<Int>] = []
-        let inside = sums.filter { offset, entry in ranges.contains { $0.contains(offset) && offset + entry.count <= $0.upperBound } }
-            .sorted { $0.key < $1.key }
-        var k = 0
-        for r in ranges.sorted(by: { $0.lowerBound < $1.lowerBound }) {
+        rest.removeAll(keepingCapacity: true)
+        for r in ranges {
             var start = r.lowerBound
-            while k < inside.count, inside[k].key < r.upperBound {
-                let (offset, entry) = (inside[k].key, inside[k].value)
-                if offset > start { rest.append(start..<offset) }
-                total += entry.sumOfSquares
-                values += entry.count
-                start = offset + entry.count
-                sums[offset] = nil
-                k += 1
+            while true {
+                // the next record inside r at or after `start`
+                var next = -1
+                for i in offsets.indices where offsets[i] >= start && offsets[i] + counts[i] <= r.upperBound
+                    && (next < 0 || offsets[i] < offsets[next]) { next = i }
+                guard next >= 0 else { break }
+                if offsets[next] > start { rest.append(start..<offsets[next]) }
+                total += sums[next]
+                values += counts[next]
+                start = offsets[next] + counts[next]
+                remove(at: next)
             }
             if start < r.upperBound { rest.append(start..<r.upperBound) }
         }
-        forget(ranges)   // records straddling a range's border are not used; none is left behind
+        forget(ranges)
         return (total, values, rest)
     }
 }

@@ -113,7 +113,7 @@ import Testing
         tally.record(offset: 70, count: 3, sumOfSquares: 16)     // outside
         tally.record(offset: 80, count: 3, sumOfSquares: .infinity)   // not recorded
         #expect(tally.recordedTensors == 5)
-        let taken = tally.take([40..<60, 0..<30])
+        let taken = tally.take([0..<30, 40..<60])
         #expect(taken.sumOfSquares == 11 && taken.values == 20)
         #expect(taken.rest == [0..<10, 15..<20, 40..<45, 50..<60])
         #expect(tally.recordedTensors == 1, "only the record outside the ranges stays")
