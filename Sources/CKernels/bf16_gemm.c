@@ -541,6 +541,23 @@ F32_TARGET void f32_linear_weight_gradient(const float *dy, const float *x, floa
 // every block of 6 rows of W multiplies it, W read in place. No unfolded copy of the utterance (13 MB for the ASR
 // prenet's second convolution) is written or read back, and no copy of it packed. For stride 2 a panel row is a few
 // runs of every other element along rows of x (two loads and a permute per 16); other strides gather.
+// dst[j] = src[2j] for j < m ≤ 16: two masked loads and a permute; nothing past src[2m − 2] is read (x may end
+// there). A stride-2 convolution's patch entry along a row of output positions.
+F32_INLINE void every_other(const float *src, size_t m, float *dst) {
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const size_t span = 2 * m - 1;
+    const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(span), src);
+    const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(span > 16 ? span - 16 : 0), src + 16);
+    _mm512_mask_storeu_ps(dst, first_lanes(m), _mm512_permutex2var_ps(lo, even, hi));
+}
+
+// row[k]: where patch entry k = (c, u, v) of output position (0, 0) is in x [channels][height][width].
+static void patch_offsets(int32_t *row, size_t channels, size_t height, size_t width, size_t kernel) {
+    for (size_t ch = 0, k = 0; ch < channels; ch++)
+        for (size_t u = 0; u < kernel; u++)
+            for (size_t v = 0; v < kernel; v++, k++) row[k] = (int32_t)(ch * height * width + u * width + v);
+}
+
 F32_TARGET static void conv_panel(const float *x, const int32_t *row, size_t K, size_t width, size_t s, size_t ow,
                                   size_t c0, size_t nc, int32_t *pos, float *panel) {
     const size_t nv = (nc + 15) / 16;
@@ -554,18 +571,12 @@ F32_TARGET static void conv_panel(const float *x, const int32_t *row, size_t K, 
             src[runs] = 2 * i * width + 2 * j; dst[runs] = p - c0; len[runs] = n; runs++;
             p += n;
         }
-        const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
         for (size_t k = 0; k < K; k++) {
             const float *base = x + row[k];
             float *out = panel + k * F32_NR;
             for (size_t g = 0; g < runs; g++)
-                for (size_t t = 0; t < len[g]; t += 16) {
-                    // m values at even offsets 0 … 2m − 2: nothing past the last one is read (x may end there)
-                    const size_t m = len[g] - t < 16 ? len[g] - t : 16, span = 2 * m - 1;
-                    const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(span), base + src[g] + 2 * t);
-                    const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(span > 16 ? span - 16 : 0), base + src[g] + 2 * t + 16);
-                    _mm512_mask_storeu_ps(out + dst[g] + t, first_lanes(m), _mm512_permutex2var_ps(lo, even, hi));
-                }
+                for (size_t t = 0; t < len[g]; t += 16)
+                    every_other(base + src[g] + 2 * t, len[g] - t < 16 ? len[g] - t : 16, out + dst[g] + t);
         }
         return;
     }
@@ -591,9 +602,7 @@ F32_TARGET void f32_conv_forward(const float *x, size_t channels, size_t height,
     float *tile = panel + K * F32_NR;                      // [6][64]
     int32_t *pos = (int32_t *)(tile + MRMAX * F32_NR);     // [64]: a panel's positions as offsets in a plane
     int32_t *row = pos + F32_NR;                           // [K]: each patch entry's offset in x
-    for (size_t ch = 0, k = 0; ch < channels; ch++)
-        for (size_t u = 0; u < kernel; u++)
-            for (size_t v = 0; v < kernel; v++, k++) row[k] = (int32_t)(ch * height * width + u * width + v);
+    patch_offsets(row, channels, height, width, kernel);
     for (size_t c0 = 0; c0 < n; c0 += F32_NR) {
         const size_t nc = n - c0 < F32_NR ? n - c0 : F32_NR, nv = (nc + 15) / 16;
         conv_panel(x, row, K, width, stride, ow, c0, nc, pos, panel);
@@ -633,10 +642,7 @@ F32_TARGET void f32_conv_weight_gradient(const float *x, size_t channels, size_t
     float *rows = workspace;                              // [64][ld]: 64 patch entries over all positions
     float *panel = rows + F32_NR * ld;                    // [n][64]: the same, transposed
     int32_t *row = (int32_t *)(panel + n * F32_NR);       // [K]: each patch entry's offset in x
-    for (size_t ch = 0, k = 0; ch < channels; ch++)
-        for (size_t u = 0; u < kernel; u++)
-            for (size_t v = 0; v < kernel; v++, k++) row[k] = (int32_t)(ch * height * width + u * width + v);
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    patch_offsets(row, channels, height, width, kernel);
     const prefetch_t none = {NULL, 0, 0, 0, 0};
     for (size_t k0 = 0; k0 < K; k0 += F32_NR) {
         const size_t nk = K - k0 < F32_NR ? K - k0 : F32_NR;
@@ -647,13 +653,7 @@ F32_TARGET void f32_conv_weight_gradient(const float *x, size_t channels, size_t
                 const float *src = base + stride * i * width;
                 float *dst = out + i * ow;
                 if (stride == 2) {
-                    for (size_t t = 0; t < ow; t += 16) {
-                        // m values at even offsets 0 … 2m − 2: nothing past the last one is read (x may end there)
-                        const size_t m = ow - t < 16 ? ow - t : 16, span = 2 * m - 1;
-                        const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(span), src + 2 * t);
-                        const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(span > 16 ? span - 16 : 0), src + 2 * t + 16);
-                        _mm512_mask_storeu_ps(dst + t, first_lanes(m), _mm512_permutex2var_ps(lo, even, hi));
-                    }
+                    for (size_t t = 0; t < ow; t += 16) every_other(src + 2 * t, ow - t < 16 ? ow - t : 16, dst + t);
                 } else {
                     for (size_t j = 0; j < ow; j++) dst[j] = src[stride * j];
                 }

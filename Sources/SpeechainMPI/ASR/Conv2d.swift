@@ -191,17 +191,16 @@ public final class Conv2d {
             }
         }
         // float32 with our kernels: dW += dy_b·cols_bᵀ without an unfolded copy (f32_conv_weight_gradient)
-        let ownWeightGradient = precision == nil && patch >= Float32Kernels.minConvPatch
+        let ownWorkspace: UnsafeMutableRawPointer? = accumulate && precision == nil && patch >= Float32Kernels.minConvPatch
             && Float32Kernels.effective(float32Kernels) == .own
+            ? self.ownWorkspace.reserve(bytes: f32_conv_weight_gradient_workspace_bytes(inChannels, kernel, n)) : nil
         for b in 0..<batch {
             let dyb = dy + b * outChannels * n
-            if accumulate, ownWeightGradient {
-                let ws = ownWorkspace.reserve(bytes: f32_conv_weight_gradient_workspace_bytes(inChannels, kernel, n))
+            if accumulate, let ws = ownWorkspace {
                 BLAS.ownProduct(transposeB: true, m: outChannels, n: patch, k: n) {
                     f32_conv_weight_gradient(x + b * inChannels * height * width, inChannels, height, width, kernel, stride,
                                              outH, outW, dyb, outChannels, weightGradient, ws)
                 }
-                if hasBias { for o in 0..<outChannels { biasGradient[o] += Self.sum(dyb + o * n, count: n) } }
             } else if accumulate {
                 unfold(x + b * inChannels * height * width, height: height, width: width, outH: outH, outW: outW)
                 if native {
@@ -215,8 +214,8 @@ public final class Conv2d {
                     BLAS.sgemm(transposeA: false, transposeB: true, m: outChannels, n: patch, k: n,
                                a: dyb, lda: n, b: cols.pointer, ldb: n, beta: 1, c: weightGradient, ldc: patch)
                 }
-                if hasBias { for o in 0..<outChannels { biasGradient[o] += Self.sum(dyb + o * n, count: n) } }
             }
+            if accumulate, hasBias { for o in 0..<outChannels { biasGradient[o] += Self.sum(dyb + o * n, count: n) } }
             if let dx {
                 if native {
                     BF16GEMM.inputGradient(dy: transposedWeight.pointer, w: dyb, dx: cols.pointer, rows: patch,

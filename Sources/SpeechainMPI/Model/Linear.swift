@@ -146,22 +146,22 @@ public final class Linear: Layer {
                 // of the new values as it writes them: the clipping norm's share of dW (GradientNormTally), and db's,
                 // read right after it was added. Other backwards keep sgemm, a few percent faster on the product alone.
                 let tally = store.normTally
-                var recorded = false
-                if tally.recording, x.rows >= Float32Kernels.minRows, x.rows <= Float32Kernels.maxRows,
-                   Float32Kernels.effective(float32Kernels) == .own {
-                    var sum: Double?
+                let recorded = tally.recording && x.rows >= Float32Kernels.minRows && x.rows <= Float32Kernels.maxRows
+                    && Float32Kernels.effective(float32Kernels) == .own
+                if recorded {
+                    var sum = 0.0
                     BLAS.ownProduct(transposeA: true, transposeB: false, m: outFeatures, n: inFeatures, k: x.rows) {
                         sum = Float32Kernels.weightGradient(dy: dy.data, x: x.data, g: g + weightOffset, rows: x.rows,
                                                             inFeatures: inFeatures, outFeatures: outFeatures,
-                                                            workspace: workspace, sumOfSquares: tally.recording)
+                                                            workspace: workspace, sumOfSquares: true) ?? .nan
                     }
-                    if let sum { tally.record(offset: weightOffset, count: outFeatures * inFeatures, sumOfSquares: sum); recorded = true }
+                    tally.record(offset: weightOffset, count: outFeatures * inFeatures, sumOfSquares: sum)
                 } else {
                     BLAS.sgemm(transposeA: true, transposeB: false, m: outFeatures, n: inFeatures, k: x.rows,
                                a: dy.data, lda: outFeatures, b: x.data, ldb: inFeatures,
                                beta: 1, c: g + weightOffset, ldc: inFeatures)
+                    tally.forget(offset: weightOffset)
                 }
-                if !recorded { tally.forget(offset: weightOffset) }
                 if hasBias {
                     Kernels.accumulateColumnSums(dy.data, rows: dy.rows, cols: outFeatures, into: g + biasOffset)
                     if recorded {
