@@ -23,6 +23,7 @@
 // Only functions marked BF16_TARGET use AVX-512; they run only after bf16_gemm_supported() said yes, so the package
 // is never compiled for one CPU.
 #include "BF16GEMM.h"
+#include "CKernels.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -674,6 +675,68 @@ F32_TARGET void f32_conv_weight_gradient(const float *x, size_t channels, size_t
     }
 }
 
+// ---- float32 convolution input gradient, one utterance: dx = fold(Wᵀ·dy), then the ReLU mask ----
+//
+// The forward's tile kernel with Wᵀ's rows (the patch entries) as its broadcast rows and dy, packed 64 positions
+// wide, as its panel: dcols[k][p] = Σ_o W[o][k]·dy[o][p]. dcols is made for a few input channels at a time (all
+// their patch entries × all positions, 100 KB for the ASR prenet, in L2) and folded into those channels' planes of
+// dx at once (ck_conv_fold, which zeroes each plane first and applies the ReLU mask): no 13 MB dcols of the whole
+// utterance goes to memory and back, and no sgemm packs dy or Wᵀ on every call.
+void f32_transpose(const float *src, size_t rows, size_t cols, float *dst) {
+    for (size_t r0 = 0; r0 < rows; r0 += 16)
+        for (size_t c0 = 0; c0 < cols; c0 += 16)
+            transpose16(src + r0 * cols + c0, cols, rows - r0 < 16 ? rows - r0 : 16, cols - c0 < 16 ? cols - c0 : 16,
+                        NULL, dst + c0 * rows + r0, rows);
+}
+
+// Input channels per block: patch entries a multiple of the 6-row tiles where that is possible.
+static size_t input_gradient_group(size_t kk) {
+    size_t a = kk, b = MRMAX;
+    while (b) { const size_t t = a % b; a = b; b = t; }
+    return MRMAX / a;   // 6 / gcd(k·k, 6)
+}
+
+size_t f32_conv_input_gradient_workspace_bytes(size_t in_channels, size_t kernel, size_t positions, size_t cout) {
+    const size_t kk = kernel * kernel, group = input_gradient_group(kk);
+    (void)in_channels;
+    return (round_up(positions, F32_NR) * cout + group * kk * positions + F32_NR + MRMAX * F32_NR) * 4;
+}
+
+F32_TARGET void f32_conv_input_gradient(const float *wt, const float *dy, size_t cout, size_t channels, size_t height,
+                                        size_t width, size_t kernel, size_t stride, size_t oh, size_t ow,
+                                        const float *relu_mask, float *dx, int fold_path, void *workspace) {
+    const size_t n = oh * ow, kk = kernel * kernel, group = input_gradient_group(kk), blocks = (n + F32_NR - 1) / F32_NR;
+    const size_t area = height * width;
+    float *packed = workspace;                                  // [block][cout][64]: dy, 64 positions at a time
+    float *dcols = packed + blocks * cout * F32_NR;             // [group·k·k][n]
+    float *tile = dcols + round_up(group * kk * n, 16);         // [6][64]
+    const prefetch_t none = {NULL, 0, 0, 0, 0};
+    for (size_t j = 0; j < blocks; j++) {
+        const size_t p0 = j * F32_NR, nc = n - p0 < F32_NR ? n - p0 : F32_NR;
+        for (size_t o = 0; o < cout; o++)
+            for (size_t v = 0; v < 4; v++)
+                _mm512_store_ps(packed + (j * cout + o) * F32_NR + v * 16,
+                                _mm512_maskz_loadu_ps(first_lanes(nc > v * 16 ? nc - v * 16 : 0), dy + o * n + p0 + v * 16));
+    }
+    for (size_t c0 = 0; c0 < channels; c0 += group) {
+        const size_t g = channels - c0 < group ? channels - c0 : group, rows = g * kk;
+        for (size_t j = 0; j < blocks; j++) {
+            const size_t p0 = j * F32_NR, nc = n - p0 < F32_NR ? n - p0 : F32_NR, nv = (nc + 15) / 16;
+            for (size_t r0 = 0; r0 < rows; r0 += MRMAX) {
+                const size_t mr = rows - r0 < MRMAX ? rows - r0 : MRMAX;
+                f32_kernel_by_width[nv - 1]((int)mr, wt + (c0 * kk + r0) * cout, cout, packed + j * cout * F32_NR, cout,
+                                            tile, F32_NR, none);
+                for (size_t r = 0; r < mr; r++)
+                    for (size_t v = 0; v < nv; v++)
+                        _mm512_mask_storeu_ps(dcols + (r0 + r) * n + p0 + v * 16, first_lanes(nc - v * 16),
+                                              _mm512_load_ps(tile + r * F32_NR + v * 16));
+            }
+        }
+        ck_conv_fold((ck_path)fold_path, dcols, dx + c0 * area, g, height, width, kernel, stride, oh, ow, 1,
+                     relu_mask ? relu_mask + c0 * area : NULL);
+    }
+}
+
 static int detect_f32(void) {
     unsigned a, b;
     return avx512_leaf7(0, &a, &b) && (b & (1u << 16)) ? 1 : 0;      // AVX512F
@@ -684,6 +747,19 @@ static int detect_f32(void) {
 static int detect(void) { return 0; }
 static int detect_f32(void) { return 0; }
 size_t f32_conv_forward_workspace_bytes(size_t in_channels, size_t kernel) { (void)in_channels; (void)kernel; return 0; }
+size_t f32_conv_input_gradient_workspace_bytes(size_t in_channels, size_t kernel, size_t positions, size_t cout) {
+    (void)in_channels; (void)kernel; (void)positions; (void)cout; return 0;
+}
+void f32_transpose(const float *src, size_t rows, size_t cols, float *dst) {
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) dst[c * rows + r] = src[r * cols + c];
+}
+void f32_conv_input_gradient(const float *wt, const float *dy, size_t cout, size_t channels, size_t height, size_t width,
+                             size_t kernel, size_t stride, size_t oh, size_t ow, const float *relu_mask, float *dx,
+                             int fold_path, void *ws) {
+    (void)wt; (void)dy; (void)cout; (void)channels; (void)height; (void)width; (void)kernel; (void)stride; (void)oh;
+    (void)ow; (void)relu_mask; (void)dx; (void)fold_path; (void)ws;
+}
 size_t f32_conv_weight_gradient_workspace_bytes(size_t in_channels, size_t kernel, size_t positions) {
     (void)in_channels; (void)kernel; (void)positions; return 0;
 }

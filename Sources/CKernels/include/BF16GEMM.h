@@ -63,6 +63,20 @@ size_t f32_conv_weight_gradient_workspace_bytes(size_t in_channels, size_t kerne
 void f32_conv_weight_gradient(const float *x, size_t channels, size_t height, size_t width, size_t kernel, size_t stride,
                               size_t oh, size_t ow, const float *dy, size_t cout, float *g, void *workspace);
 
+/// dst[c][r] = src[r][c] for a row-major src [rows][cols] (dst [cols][rows]).
+void f32_transpose(const float *src, size_t rows, size_t cols, float *dst);
+
+/// The input gradient of such a convolution for one utterance, given wt = Wᵀ [Cin·k·k][Cout] (f32_transpose of W):
+///   dx[c][h][w] = Σ_{o,i,j,u,v: s·i+u = h, s·j+v = w} W[o][c][u][v] · dy[o][i][j]   (dx overwritten)
+/// each patch entry's sum over o in order (one FMA per step), then folded as ck_conv_fold does (on `fold_path`, a
+/// ck_path), which also zeroes dx where relu_mask ≤ 0 (relu_mask may be NULL; shaped as dx).
+/// `workspace`: f32_conv_input_gradient_workspace_bytes(Cin, k, oh·ow, Cout) bytes, aligned to 64. Call only when
+/// f32_linear_supported().
+size_t f32_conv_input_gradient_workspace_bytes(size_t in_channels, size_t kernel, size_t positions, size_t cout);
+void f32_conv_input_gradient(const float *wt, const float *dy, size_t cout, size_t channels, size_t height,
+                             size_t width, size_t kernel, size_t stride, size_t oh, size_t ow, const float *relu_mask,
+                             float *dx, int fold_path, void *workspace);
+
 /// 1 when every one of the n values is a bfloat16 value (its low 16 bits are zero), so that rounding it is exact.
 int bf16_all_representable(const float *x, size_t n);
 

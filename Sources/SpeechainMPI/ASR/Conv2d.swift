@@ -43,7 +43,7 @@ public final class Conv2d {
     /// `Float32Kernels.minConvPatch` values (`Float32Kernels`: our own unfolds each panel of 64 positions, or of 64
     /// patch entries, just in time; no unfolded copy of the utterance).
     public var float32Kernels = Float32Kernels.selected
-    private let ownWorkspace = BF16GEMM.Workspace()
+    private let ownWorkspace = BF16GEMM.Workspace(), inputGradientWorkspace = BF16GEMM.Workspace()
     /// Whether the last forward and backward ran the native bfloat16 products; tests read it.
     internal private(set) var ranNative = (forward: false, backward: false)
 
@@ -194,6 +194,15 @@ public final class Conv2d {
         let ownWorkspace: UnsafeMutableRawPointer? = accumulate && precision == nil && patch >= Float32Kernels.minConvPatch
             && Float32Kernels.effective(float32Kernels) == .own
             ? self.ownWorkspace.reserve(bytes: f32_conv_weight_gradient_workspace_bytes(inChannels, kernel, n)) : nil
+        // float32 with our kernels: dx = fold(Wᵀ·dy_b) a few channels at a time (f32_conv_input_gradient), Wᵀ made once
+        var inputGradientWorkspace: UnsafeMutableRawPointer?
+        if dx != nil, precision == nil, patch >= Float32Kernels.minConvPatch,
+           Float32Kernels.effective(float32Kernels) == .own {
+            transposedWeight.resize(to: outChannels * patch)
+            f32_transpose(store.values.pointer + weightOffset, outChannels, patch, transposedWeight.pointer)
+            inputGradientWorkspace = self.inputGradientWorkspace.reserve(
+                bytes: f32_conv_input_gradient_workspace_bytes(inChannels, kernel, n, outChannels))
+        }
         for b in 0..<batch {
             let dyb = dy + b * outChannels * n
             if accumulate, let ws = ownWorkspace {
@@ -216,7 +225,14 @@ public final class Conv2d {
                 }
             }
             if accumulate, hasBias { for o in 0..<outChannels { biasGradient[o] += Self.sum(dyb + o * n, count: n) } }
-            if let dx {
+            if let dx, let ws = inputGradientWorkspace {
+                let offset = b * inChannels * height * width
+                BLAS.ownProduct(transposeA: true, transposeB: false, m: patch, n: n, k: outChannels) {
+                    f32_conv_input_gradient(transposedWeight.pointer, dyb, outChannels, inChannels, height, width, kernel,
+                                            stride, outH, outW, reluMask.map { $0 + offset }, dx + offset,
+                                            Int32(VectorPath.current.ck.rawValue), ws)
+                }
+            } else if let dx {
                 if native {
                     BF16GEMM.inputGradient(dy: transposedWeight.pointer, w: dyb, dx: cols.pointer, rows: patch,
                                            inFeatures: n, outFeatures: outChannels, workspace: workspace)

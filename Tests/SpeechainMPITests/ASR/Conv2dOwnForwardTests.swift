@@ -8,7 +8,9 @@ import Testing
 /// Stride 2 (runs along rows of x, panels starting at and inside an output row) and strides 1 and 3 (gathers),
 /// positions filling one panel, several and a part of the last, output channels not a multiple of the 6-row blocks,
 /// with and without bias and the fused ReLU. The weight gradient (`f32_conv_weight_gradient`: panels of 64 patch
-/// entries × all positions, no unfolded copy) against g₀ + Σ_{n,i,j} dy·x in float64, added to a gradient already there.
+/// entries × all positions, no unfolded copy) against g₀ + Σ_{n,i,j} dy·x in float64, added to a gradient already there;
+/// the input gradient (`f32_conv_input_gradient`: Wᵀ·dy for a few channels at a time, folded while in cache) against
+/// the same sums scattered back in float64, with and without the ReLU mask.
 @Suite struct Conv2dOwnForwardTests {
     struct Case: Sendable, CustomStringConvertible {
         let batch, cin, cout, height, width, kernel, stride: Int
@@ -122,6 +124,100 @@ import Testing
                 #expect(abs(Double(g[c.cout * patch + o]) - s) <= 1e-5 * max(1, abs(s)))
             }
         }
+    }
+
+    /// dx (overwritten; the batch's other utterances untouched by each) against Σ W·dy in float64 scattered back to
+    /// the patch positions, and with a ReLU mask shaped as x: exactly 0 where the mask is ≤ 0, the same sum elsewhere.
+    /// Each dx value is at most ⌈k/s⌉² patch entries' sums over Cout products: bound (Cout + k² + 1)·2⁻²⁴·Σ|terms|.
+    @Test(arguments: cases)
+    func inputGradientMatchesTheFormula(_ c: Case) throws {
+        for kernel in Float32Kernels.allCases where Float32Kernels.effective(kernel) == kernel {
+            for masked in [false, true] {
+                let conv = Conv2d(c.cin, c.cout, kernel: c.kernel, stride: c.stride)
+                conv.float32Kernels = kernel
+                let store = ParameterStore()
+                conv.declareParameters(in: store, prefix: "conv.", module: "m")
+                store.allocate()
+                store.values.copy(from: Self.random(store.count, seed: 81), at: 0)
+                let oh = conv.outputSize(c.height), ow = conv.outputSize(c.width), patch = c.cin * c.kernel * c.kernel
+                let n = oh * ow, area = c.height * c.width
+                let xs = Self.random(c.batch * c.cin * area, seed: 82), dys = Self.random(c.batch * c.cout * n, seed: 83)
+                let masks = Self.random(c.batch * c.cin * area, seed: 84)
+                let x = FloatBuffer(xs), y = FloatBuffer(count: c.batch * c.cout * n), dy = FloatBuffer(dys)
+                let mask = FloatBuffer(masks), dx = FloatBuffer(count: c.batch * c.cin * area, repeating: .nan)
+                conv.forward(x.pointer, y.pointer, batch: c.batch, height: c.height, width: c.width)
+                conv.backward(x: x.pointer, dy: dy.pointer, dx: dx.pointer, reluMask: masked ? UnsafePointer(mask.pointer) : nil,
+                              batch: c.batch, height: c.height, width: c.width, accumulate: false)
+                let w = store.values.toArray(0..<(c.cout * patch))
+                var sums = [Double](repeating: 0, count: dx.count), magnitudes = [Double](repeating: 0, count: dx.count)
+                for b in 0..<c.batch {
+                    for o in 0..<c.cout {
+                        for i in 0..<oh {
+                            for j in 0..<ow {
+                                let d = Double(dys[(b * c.cout + o) * n + i * ow + j])
+                                for ch in 0..<c.cin {
+                                    for u in 0..<c.kernel {
+                                        for v in 0..<c.kernel {
+                                            let q = ((b * c.cin + ch) * c.height + c.stride * i + u) * c.width + c.stride * j + v
+                                            let term = Double(w[((o * c.cin + ch) * c.kernel + u) * c.kernel + v]) * d
+                                            sums[q] += term; magnitudes[q] += abs(term)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                var worst = 0.0, wrongZeros = 0
+                for q in 0..<dx.count {
+                    let got = Double(dx.pointer[q])
+                    if masked, masks[q] <= 0 {
+                        if got != 0 { wrongZeros += 1 }
+                        continue
+                    }
+                    let bound = Double(c.cout + c.kernel * c.kernel + 1) * 0x1p-24 * magnitudes[q]
+                    worst = max(worst, abs(got - sums[q]) / max(bound, .leastNormalMagnitude))
+                }
+                #expect(worst <= 1, "\(kernel), \(c), mask \(masked): dx error \(worst)× the rounding bound")
+                #expect(wrongZeros == 0, "\(kernel), \(c): \(wrongZeros) masked values are not 0")
+            }
+        }
+    }
+
+    /// The input-gradient kernel reads nothing past dy or the mask and writes nothing past dx: each placed right
+    /// before a page that may not be touched; the result equals OpenBLAS's.
+    @Test func ownInputGradientStaysInsideItsBuffers() throws {
+        guard Float32Kernels.isSupported else { return }
+        let (cin, cout, h, w) = (8, 5, 9, 9)   // k 3, s 2: 4×4 positions
+        let conv = Conv2d(cin, cout, kernel: 3, stride: 2)
+        conv.float32Kernels = .own
+        let store = ParameterStore()
+        conv.declareParameters(in: store, prefix: "conv.", module: "m")
+        store.allocate()
+        store.values.copy(from: Self.random(store.count, seed: 91), at: 0)
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        func guarded(_ values: [Float]) throws -> (UnsafeMutablePointer<Float>, UnsafeMutableRawPointer) {
+            let region = try #require(mmap(nil, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
+            #expect(region != MAP_FAILED)
+            #expect(mprotect(region + page, page, PROT_NONE) == 0)
+            let p = (region + page - values.count * 4).bindMemory(to: Float.self, capacity: values.count)
+            p.update(from: values, count: values.count)
+            return (p, region)
+        }
+        let xs = Self.random(cin * h * w, seed: 92), dys = Self.random(cout * 16, seed: 93), masks = Self.random(cin * h * w, seed: 94)
+        let (dy, rdy) = try guarded(dys), (mask, rmask) = try guarded(masks)
+        let (dx, rdx) = try guarded([Float](repeating: .nan, count: cin * h * w))
+        defer { munmap(rdy, 2 * page); munmap(rmask, 2 * page); munmap(rdx, 2 * page) }
+        let x = FloatBuffer(xs), y = FloatBuffer(count: cout * 16)
+        conv.forward(x.pointer, y.pointer, batch: 1, height: h, width: w)
+        conv.backward(x: x.pointer, dy: dy, dx: dx, reluMask: mask, batch: 1, height: h, width: w, accumulate: false)
+        let own = Array(UnsafeBufferPointer(start: dx, count: cin * h * w))
+        conv.float32Kernels = .openblas
+        let reference = FloatBuffer(count: cin * h * w), dyCopy = FloatBuffer(dys), maskCopy = FloatBuffer(masks)
+        conv.forward(x.pointer, y.pointer, batch: 1, height: h, width: w)
+        conv.backward(x: x.pointer, dy: dyCopy.pointer, dx: reference.pointer, reluMask: UnsafePointer(maskCopy.pointer),
+                      batch: 1, height: h, width: w, accumulate: false)
+        for (a, b) in zip(own, reference.toArray()) { #expect(abs(a - b) <= 1e-5 * max(1, abs(b))) }
     }
 
     /// The weight-gradient kernel reads nothing past x or dy: both placed right before a page that may not be read.
