@@ -535,23 +535,6 @@ F32_TARGET void f32_linear_weight_gradient(const float *dy, const float *x, floa
     if (sum_squares) *sum_squares = _mm512_reduce_add_pd(total);
 }
 
-// ---- float32 convolution forward, one utterance: y[o][p] = bias[o] + Σ_k W[o][k] · patch_k(p), optionally ReLU'd ----
-//
-// The same kernel as the Linear forward above, with the columns of im2col as its panels, unfolded just in time:
-// for each panel of 64 output positions, its K = Cin·k·k rows are gathered from x into [K][64] (L2-resident), then
-// every block of 6 rows of W multiplies it, W read in place. No unfolded copy of the utterance (13 MB for the ASR
-// prenet's second convolution) is written or read back, and no copy of it packed. For stride 2 a panel row is a few
-// runs of every other element along rows of x (two loads and a permute per 16); other strides gather.
-// dst[j] = src[2j] for j < m ≤ 16: two masked loads and a permute; nothing past src[2m − 2] is read (x may end
-// there). A stride-2 convolution's patch entry along a row of output positions.
-F32_INLINE void every_other(const float *src, size_t m, float *dst) {
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const size_t span = 2 * m - 1;
-    const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(span), src);
-    const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(span > 16 ? span - 16 : 0), src + 16);
-    _mm512_mask_storeu_ps(dst, first_lanes(m), _mm512_permutex2var_ps(lo, even, hi));
-}
-
 // row[k]: where patch entry k = (c, u, v) of output position (0, 0) is in x [channels][height][width].
 static void patch_offsets(int32_t *row, size_t channels, size_t height, size_t width, size_t kernel) {
     for (size_t ch = 0, k = 0; ch < channels; ch++)
@@ -559,118 +542,151 @@ static void patch_offsets(int32_t *row, size_t channels, size_t height, size_t w
             for (size_t v = 0; v < kernel; v++, k++) row[k] = (int32_t)(ch * height * width + u * width + v);
 }
 
-F32_TARGET static void conv_panel(const float *x, const int32_t *row, size_t K, size_t width, size_t s, size_t ow,
-                                  size_t c0, size_t nc, int32_t *pos, float *panel) {
-    const size_t nv = (nc + 15) / 16;
-    if (s == 2) {
-        // a partial panel's lanes past its last position are multiplied and discarded: zeros, not stale bits
-        if (nc % 16) memset(panel, 0, K * F32_NR * 4);
-        // the panel's positions as runs along output rows: offset in a plane, first column, length
-        size_t src[F32_NR], dst[F32_NR], len[F32_NR], runs = 0;
-        for (size_t p = c0; p < c0 + nc;) {
-            const size_t i = p / ow, j = p % ow, n = ow - j < c0 + nc - p ? ow - j : c0 + nc - p;
-            src[runs] = 2 * i * width + 2 * j; dst[runs] = p - c0; len[runs] = n; runs++;
-            p += n;
-        }
-        for (size_t k = 0; k < K; k++) {
-            const float *base = x + row[k];
-            float *out = panel + k * F32_NR;
-            for (size_t g = 0; g < runs; g++)
-                for (size_t t = 0; t < len[g]; t += 16)
-                    every_other(base + src[g] + 2 * t, len[g] - t < 16 ? len[g] - t : 16, out + dst[g] + t);
-        }
-        return;
-    }
-    for (size_t c = 0; c < nv * 16; c++) {
-        const size_t p = c0 + (c < nc ? c : 0);   // lanes past the last position read the first one (discarded)
-        pos[c] = (int32_t)(s * (p / ow) * width + s * (p % ow));
-    }
-    for (size_t k = 0; k < K; k++)
-        for (size_t v = 0; v < nv; v++)
-            _mm512_store_ps(panel + k * F32_NR + v * 16, _mm512_i32gather_ps(_mm512_load_si512(pos + v * 16), x + row[k], 4));
+// ---- float32 convolution forward, one utterance: y[o][p] = bias[o] + Σ_k W[o][k] · patch_k(p), optionally ReLU'd ----
+//
+// A tile kernel with the roles of the Linear forward's swapped: 6 output positions × 64 output channels, the
+// positions' patch values broadcast straight from x (one base pointer per position, the patch entry's offset from a
+// table: any kernel size and stride, no unfolded copy and no panel of it), W packed once per call as Wᵀ panels
+// [64 channels][K][64] (f32_conv_forward_pack; a panel is 590 KB for the ASR prenet and stays in L2 while all the
+// positions pass). The lines of x three patch entries ahead are prefetched into L1 (they come from L2: one output
+// row's patches are 150 KB): without that the broadcasts' misses cost 8% (110 against 102 GFLOP/s on the prenet's
+// second convolution, Zen 4). Four output rows at a time go through all the panels (x read from memory once; 107 against
+// 104 GFLOP/s with each panel over the whole utterance, x cold). The 6 × 64 tile is written to y transposed with the
+// bias and the ReLU on the way.
+size_t f32_conv_forward_workspace_bytes(size_t in_channels, size_t kernel, size_t cout) {
+    const size_t K = in_channels * kernel * kernel;
+    return (round_up(cout, F32_NR) * K + MRMAX * F32_NR + round_up(K, 16)) * 4;
 }
 
-size_t f32_conv_forward_workspace_bytes(size_t in_channels, size_t kernel) {
-    const size_t K = in_channels * kernel * kernel;
-    return (K * F32_NR + MRMAX * F32_NR + F32_NR + round_up(K, 16)) * 4;
+F32_TARGET void f32_conv_forward_pack(const float *w, size_t cout, size_t K, void *workspace) {
+    float *packed = workspace;
+    const size_t blocks = (cout + F32_NR - 1) / F32_NR;
+    if (cout % F32_NR) memset(packed + (blocks - 1) * K * F32_NR, 0, K * F32_NR * 4);   // the last panel's missing channels
+    for (size_t o0 = 0; o0 < cout; o0 += 16)
+        for (size_t k0 = 0; k0 < K; k0 += 16)
+            transpose16(w + o0 * K + k0, K, cout - o0 < 16 ? cout - o0 : 16, K - k0 < 16 ? K - k0 : 16, NULL,
+                        packed + (o0 / F32_NR) * K * F32_NR + k0 * F32_NR + o0 % F32_NR, F32_NR);
+}
+
+// tile[r][·] (r < MR, 64 channels) = Σ_k base[r][row[k]] · wt[k][·], in k order, one FMA per step (the forward: r a
+// position, k a patch entry; the weight gradient: r a patch entry, k a position).
+#define CONV_STEP(k)                                                                                           \
+    do {                                                                                                       \
+        const int32_t at_ = row[k];                                                                            \
+        __m512 bv[4];                                                                                          \
+        for (int v = 0; v < 4; v++) bv[v] = _mm512_load_ps(wt + (size_t)(k) * F32_NR + v * 16);               \
+        for (int r = 0; r < MR; r++) {                                                                         \
+            const __m512 av = _mm512_set1_ps(base[r][at_]);                                                    \
+            for (int v = 0; v < 4; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);                     \
+        }                                                                                                      \
+    } while (0)
+enum { CONV_PREFETCH = 24 };   // steps ahead (8 kernel rows of a 3 × 3 kernel in the forward)
+enum { CONV_GROUP_ROWS = 4 };  // output rows through all the panels before the next
+F32_INLINE void conv_tile(int MR, const float *const *base, const int32_t *restrict row, const float *restrict wt,
+                          size_t K, float *restrict tile) {
+    __m512 acc[MRMAX][4];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_ps();
+    size_t k = 0;
+    for (; k + CONV_PREFETCH + 3 <= K; k += 3) {
+        // the first and the last row's line (the forward's 6 positions span at most two lines of a row of x)
+        _mm_prefetch((const char *)(base[0] + row[k + CONV_PREFETCH]), _MM_HINT_T0);
+        _mm_prefetch((const char *)(base[MR - 1] + row[k + CONV_PREFETCH]), _MM_HINT_T0);
+        CONV_STEP(k);
+        CONV_STEP(k + 1);
+        CONV_STEP(k + 2);
+    }
+    for (; k < K; k++) CONV_STEP(k);
+    TILE_STORE(MR, 4, acc, tile, F32_NR);
+}
+#undef CONV_STEP
+#define CONV_TILE(R) conv_tile(R, base, row, wt, K, tile)
+F32_TARGET static void conv_tile_for_rows(int mr, const float *const *base, const int32_t *row, const float *wt, size_t K,
+                                          float *tile) {
+    FOR_ROWS(mr, CONV_TILE)
 }
 
 F32_TARGET void f32_conv_forward(const float *x, size_t channels, size_t height, size_t width, size_t kernel,
-                                 size_t stride, size_t oh, size_t ow, const float *w, size_t cout, const float *bias,
-                                 int relu, float *y, void *workspace) {
-    const size_t K = channels * kernel * kernel, n = oh * ow;
-    float *panel = workspace;                              // [K][64]
-    float *tile = panel + K * F32_NR;                      // [6][64]
-    int32_t *pos = (int32_t *)(tile + MRMAX * F32_NR);     // [64]: a panel's positions as offsets in a plane
-    int32_t *row = pos + F32_NR;                           // [K]: each patch entry's offset in x
+                                 size_t stride, size_t oh, size_t ow, size_t cout, const float *bias, int relu, float *y,
+                                 void *workspace) {
+    const size_t K = channels * kernel * kernel, n = oh * ow, blocks = (cout + F32_NR - 1) / F32_NR;
+    const float *packed = workspace;                               // [block][K][64]: Wᵀ (f32_conv_forward_pack)
+    float *tile = (float *)workspace + blocks * K * F32_NR;        // [6][64]
+    int32_t *row = (int32_t *)(tile + MRMAX * F32_NR);             // [K]: each patch entry's offset in x
     patch_offsets(row, channels, height, width, kernel);
-    for (size_t c0 = 0; c0 < n; c0 += F32_NR) {
-        const size_t nc = n - c0 < F32_NR ? n - c0 : F32_NR, nv = (nc + 15) / 16;
-        conv_panel(x, row, K, width, stride, ow, c0, nc, pos, panel);
-        for (size_t o0 = 0; o0 < cout; o0 += MRMAX) {
-            const size_t mr = cout - o0 < MRMAX ? cout - o0 : MRMAX;
-            const size_t lines = next_block_lines(o0 + mr, cout, MRMAX, K);
-            f32_kernel_by_width[nv - 1]((int)mr, w + o0 * K, K, panel, K, tile, F32_NR,
-                                        prefetch_share(w + (o0 + mr) * K, 64, 0, lines, 0, 1));
-            for (size_t r = 0; r < mr; r++) {
-                const __m512 b = _mm512_set1_ps(bias ? bias[o0 + r] : 0.0f);
-                for (size_t v = 0; v < nv; v++) {
-                    __m512 t = _mm512_add_ps(_mm512_load_ps(tile + r * F32_NR + v * 16), b);
-                    if (relu) t = _mm512_max_ps(t, _mm512_setzero_ps());
-                    _mm512_mask_storeu_ps(y + (o0 + r) * n + c0 + v * 16, first_lanes(nc - v * 16), t);
+    // a few output rows at a time through every panel: their part of x (360 KB for the ASR prenet) comes from memory
+    // once and from cache for the other panels, not once per panel
+    const size_t group = CONV_GROUP_ROWS * ow;
+    for (size_t g0 = 0; g0 < n; g0 += group) {
+      const size_t g1 = n - g0 < group ? n : g0 + group;
+      for (size_t j = 0; j < blocks; j++) {
+        const size_t c0 = j * F32_NR, nc = cout - c0 < F32_NR ? cout - c0 : F32_NR;
+        for (size_t p0 = g0; p0 < g1; p0 += MRMAX) {
+            const size_t mr = g1 - p0 < MRMAX ? g1 - p0 : MRMAX;
+            const float *base[MRMAX];
+            for (size_t r = 0; r < MRMAX; r++) {
+                const size_t p = p0 + (r < mr ? r : 0);
+                base[r] = x + stride * (p / ow) * width + stride * (p % ow);
+            }
+            conv_tile_for_rows((int)mr, base, row, packed + j * K * F32_NR, K, tile);
+            for (size_t o = 0; o < nc; o++) {
+                const float b = bias ? bias[c0 + o] : 0.0f;
+                float *dst = y + (c0 + o) * n + p0;
+                for (size_t r = 0; r < mr; r++) {
+                    const float t = tile[r * F32_NR + o] + b;
+                    dst[r] = relu && t <= 0.0f ? 0.0f : t;   // a NaN stays NaN, as torch.relu keeps it
                 }
             }
         }
+      }
     }
 }
 
 // ---- float32 convolution weight gradient, one utterance: g[o][k] += Σ_p dy[o][p] · patch_k(p) ----
 //
-// The accumulating tile kernel of Linear's weight gradient with dy's rows as its broadcast rows (read in place: the
-// reduction runs along them) and the patches as its panel, 64 patch entries × all positions at a time: each entry's
-// values are unfolded as runs along the output rows (for stride 2 two masked loads and a permute per 16, as the
-// forward's panel), then transposed into [position][64] (L2-resident). No unfolded copy of the utterance (13 MB for
-// the ASR prenet's second convolution) goes through memory and no sgemm packs one.
-size_t f32_conv_weight_gradient_workspace_bytes(size_t in_channels, size_t kernel, size_t positions) {
+// The forward's kernel again, reducing over the positions: tiles of 6 patch entries × 64 output channels, the entries'
+// values broadcast straight from x (one base pointer per entry, each position's offset from a table) and dy packed
+// once per utterance as dyᵀ panels [64 channels][positions][64] (360 KB each for the ASR prenet, in L2 while its
+// tiles pass). A few input channels at a time go through all the panels, so that x comes from memory once. Each tile
+// is added into g transposed as it leaves the registers. No unfolded copy of the utterance and no transposed panel
+// of it (both cost the kernel we had before 12%).
+enum { WGRAD_GROUP_CHANNELS = 8 };   // input channels through all the panels before the next
+
+size_t f32_conv_weight_gradient_workspace_bytes(size_t in_channels, size_t kernel, size_t positions, size_t cout) {
     const size_t K = in_channels * kernel * kernel;
-    return (F32_NR * round_up(positions, 16) + positions * F32_NR + round_up(K, 16)) * 4;
+    return (round_up(cout, F32_NR) * positions + MRMAX * F32_NR + round_up(K, 16) + round_up(positions, 16)) * 4;
 }
 
 F32_TARGET void f32_conv_weight_gradient(const float *x, size_t channels, size_t height, size_t width, size_t kernel,
                                          size_t stride, size_t oh, size_t ow, const float *dy, size_t cout, float *g,
                                          void *workspace) {
-    const size_t K = channels * kernel * kernel, n = oh * ow, ld = round_up(n, 16);
-    float *rows = workspace;                              // [64][ld]: 64 patch entries over all positions
-    float *panel = rows + F32_NR * ld;                    // [n][64]: the same, transposed
-    int32_t *row = (int32_t *)(panel + n * F32_NR);       // [K]: each patch entry's offset in x
+    const size_t kk = kernel * kernel, K = channels * kk, n = oh * ow, blocks = (cout + F32_NR - 1) / F32_NR;
+    float *packed = workspace;                                 // [block][n][64]: dyᵀ
+    float *tile = packed + blocks * n * F32_NR;                // [6][64]
+    int32_t *row = (int32_t *)(tile + MRMAX * F32_NR);         // [K]: each patch entry's offset in x
+    int32_t *at = row + round_up(K, 16);                       // [n]: each position's offset in a plane
     patch_offsets(row, channels, height, width, kernel);
-    const prefetch_t none = {NULL, 0, 0, 0, 0};
-    for (size_t k0 = 0; k0 < K; k0 += F32_NR) {
-        const size_t nk = K - k0 < F32_NR ? K - k0 : F32_NR;
-        for (size_t kk = 0; kk < nk; kk++) {
-            const float *base = x + row[k0 + kk];
-            float *out = rows + kk * ld;
-            for (size_t i = 0; i < oh; i++) {
-                const float *src = base + stride * i * width;
-                float *dst = out + i * ow;
-                if (stride == 2) {
-                    for (size_t t = 0; t < ow; t += 16) every_other(src + 2 * t, ow - t < 16 ? ow - t : 16, dst + t);
-                } else {
-                    for (size_t j = 0; j < ow; j++) dst[j] = src[stride * j];
+    for (size_t p = 0; p < n; p++) at[p] = (int32_t)(stride * (p / ow) * width + stride * (p % ow));
+    if (cout % F32_NR) memset(packed + (blocks - 1) * n * F32_NR, 0, n * F32_NR * 4);   // the missing channels
+    for (size_t o0 = 0; o0 < cout; o0 += 16)
+        for (size_t p0 = 0; p0 < n; p0 += 16)
+            transpose16(dy + o0 * n + p0, n, cout - o0 < 16 ? cout - o0 : 16, n - p0 < 16 ? n - p0 : 16, NULL,
+                        packed + (o0 / F32_NR) * n * F32_NR + p0 * F32_NR + o0 % F32_NR, F32_NR);
+    const size_t group = WGRAD_GROUP_CHANNELS * kk;
+    for (size_t g0 = 0; g0 < K; g0 += group) {
+        const size_t g1 = K - g0 < group ? K : g0 + group;
+        for (size_t j = 0; j < blocks; j++) {
+            const size_t c0 = j * F32_NR, nc = cout - c0 < F32_NR ? cout - c0 : F32_NR;
+            for (size_t k0 = g0; k0 < g1; k0 += MRMAX) {
+                const size_t mr = g1 - k0 < MRMAX ? g1 - k0 : MRMAX;
+                const float *base[MRMAX];
+                for (size_t r = 0; r < MRMAX; r++) base[r] = x + row[k0 + (r < mr ? r : 0)];
+                conv_tile_for_rows((int)mr, base, at, packed + j * n * F32_NR, n, tile);
+                for (size_t o = 0; o < nc; o++) {
+                    float *dst = g + (c0 + o) * K + k0;
+                    for (size_t r = 0; r < mr; r++) dst[r] += tile[r * F32_NR + o];
                 }
             }
-        }
-        // a partial block's unused lanes are zeros (multiplied, then discarded), not whatever the workspace held
-        if (nk < F32_NR) memset(panel, 0, n * F32_NR * 4);
-        for (size_t p0 = 0; p0 < n; p0 += 16)
-            for (size_t kb = 0; kb < nk; kb += 16)
-                transpose16(rows + kb * ld + p0, ld, nk - kb < 16 ? nk - kb : 16, n - p0 < 16 ? n - p0 : 16, NULL,
-                            panel + p0 * F32_NR + kb, F32_NR);
-        for (size_t o0 = 0; o0 < cout; o0 += MRMAX) {
-            const size_t mr = cout - o0 < MRMAX ? cout - o0 : MRMAX;
-            __m512 squares = _mm512_setzero_ps();   // (not used here)
-            f32_acc_kernel_by_width[(nk + 15) / 16 - 1]((int)mr, dy + o0 * n, n, panel, n, g + o0 * K + k0, K, nk, none,
-                                                        &squares);
         }
     }
 }
@@ -746,7 +762,10 @@ static int detect_f32(void) {
 
 static int detect(void) { return 0; }
 static int detect_f32(void) { return 0; }
-size_t f32_conv_forward_workspace_bytes(size_t in_channels, size_t kernel) { (void)in_channels; (void)kernel; return 0; }
+size_t f32_conv_forward_workspace_bytes(size_t in_channels, size_t kernel, size_t cout) {
+    (void)in_channels; (void)kernel; (void)cout; return 0;
+}
+void f32_conv_forward_pack(const float *w, size_t cout, size_t K, void *ws) { (void)w; (void)cout; (void)K; (void)ws; }
 size_t f32_conv_input_gradient_workspace_bytes(size_t in_channels, size_t kernel, size_t positions, size_t cout) {
     (void)in_channels; (void)kernel; (void)positions; (void)cout; return 0;
 }
@@ -760,8 +779,8 @@ void f32_conv_input_gradient(const float *wt, const float *dy, size_t cout, size
     (void)wt; (void)dy; (void)cout; (void)channels; (void)height; (void)width; (void)kernel; (void)stride; (void)oh;
     (void)ow; (void)relu_mask; (void)dx; (void)fold_path; (void)ws;
 }
-size_t f32_conv_weight_gradient_workspace_bytes(size_t in_channels, size_t kernel, size_t positions) {
-    (void)in_channels; (void)kernel; (void)positions; return 0;
+size_t f32_conv_weight_gradient_workspace_bytes(size_t in_channels, size_t kernel, size_t positions, size_t cout) {
+    (void)in_channels; (void)kernel; (void)positions; (void)cout; return 0;
 }
 void f32_conv_weight_gradient(const float *x, size_t channels, size_t height, size_t width, size_t kernel, size_t stride,
                               size_t oh, size_t ow, const float *dy, size_t cout, float *g, void *ws) {
@@ -769,9 +788,8 @@ void f32_conv_weight_gradient(const float *x, size_t channels, size_t height, si
     (void)cout; (void)g; (void)ws;
 }
 void f32_conv_forward(const float *x, size_t channels, size_t height, size_t width, size_t kernel, size_t stride,
-                      size_t oh, size_t ow, const float *w, size_t cout, const float *bias, int relu, float *y,
-                      void *ws) {
-    (void)x; (void)channels; (void)height; (void)width; (void)kernel; (void)stride; (void)oh; (void)ow; (void)w;
+                      size_t oh, size_t ow, size_t cout, const float *bias, int relu, float *y, void *ws) {
+    (void)x; (void)channels; (void)height; (void)width; (void)kernel; (void)stride; (void)oh; (void)ow;
     (void)cout; (void)bias; (void)relu; (void)y; (void)ws;
 }
 size_t f32_linear_forward_workspace_bytes(size_t M, size_t K, size_t N) { (void)M; (void)K; (void)N; return 0; }

@@ -45,21 +45,23 @@ size_t f32_linear_weight_gradient_workspace_bytes(size_t M, size_t K, size_t N);
 void f32_linear_weight_gradient(const float *dy, const float *x, float *g, size_t M, size_t K, size_t N,
                                 void *workspace, double *sum_squares);
 
-/// A float32 convolution of one utterance (square kernel k, stride s, no padding; torch.nn.Conv2d), W read in place:
-///   y[o][i][j] = bias[o] + Σ_{c,u,v} w[o][c][u][v] · x[c][s·i + u][s·j + v]   (then max(·, 0) when relu)
+/// A float32 convolution of one utterance (square kernel k, stride s, no padding; torch.nn.Conv2d):
+///   y[o][i][j] = bias[o] + Σ_{c,u,v} w[o][c][u][v] · x[c][s·i + u][s·j + v]   (then 0 where ≤ 0 when relu; NaN kept)
 /// x [Cin][H][W], y [Cout][oh][ow]; each sum over (c, u, v) in order, one FMA per step, then the bias added.
-/// `workspace`: f32_conv_forward_workspace_bytes(Cin, k) bytes, aligned to 64. Call only when f32_linear_supported().
-size_t f32_conv_forward_workspace_bytes(size_t in_channels, size_t kernel);
+/// `workspace`: f32_conv_forward_workspace_bytes(Cin, k, Cout) bytes, aligned to 64, into which
+/// f32_conv_forward_pack(w, Cout, Cin·k·k, workspace) has packed w (once for any number of utterances).
+/// Call only when f32_linear_supported().
+size_t f32_conv_forward_workspace_bytes(size_t in_channels, size_t kernel, size_t cout);
+void f32_conv_forward_pack(const float *w, size_t cout, size_t K, void *workspace);
 void f32_conv_forward(const float *x, size_t channels, size_t height, size_t width, size_t kernel, size_t stride,
-                      size_t oh, size_t ow, const float *w, size_t cout, const float *bias, int relu, float *y,
-                      void *workspace);
+                      size_t oh, size_t ow, size_t cout, const float *bias, int relu, float *y, void *workspace);
 
 /// The weight gradient of such a convolution for one utterance, accumulated:
 ///   g[o][c][u][v] += Σ_{i,j} dy[o][i][j] · x[c][s·i + u][s·j + v]
 /// each sum over the positions (i, j) in order, one FMA per step, then added to g. dy [Cout][oh][ow], g [Cout][Cin·k·k].
-/// `workspace`: f32_conv_weight_gradient_workspace_bytes(Cin, k, oh·ow) bytes, aligned to 64. Call only when
+/// `workspace`: f32_conv_weight_gradient_workspace_bytes(Cin, k, oh·ow, Cout) bytes, aligned to 64. Call only when
 /// f32_linear_supported().
-size_t f32_conv_weight_gradient_workspace_bytes(size_t in_channels, size_t kernel, size_t positions);
+size_t f32_conv_weight_gradient_workspace_bytes(size_t in_channels, size_t kernel, size_t positions, size_t cout);
 void f32_conv_weight_gradient(const float *x, size_t channels, size_t height, size_t width, size_t kernel, size_t stride,
                               size_t oh, size_t ow, const float *dy, size_t cout, float *g, void *workspace);
 

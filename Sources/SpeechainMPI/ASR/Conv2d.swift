@@ -101,11 +101,12 @@ public final class Conv2d {
         ranNative = (native, false)
         if let amp { (weight, bias) = castParameters(amp, weight: !native) }
         if amp == nil, patch >= Float32Kernels.minConvPatch, Float32Kernels.effective(float32Kernels) == .own {
-            let ws = ownWorkspace.reserve(bytes: f32_conv_forward_workspace_bytes(inChannels, kernel))
+            let ws = ownWorkspace.reserve(bytes: f32_conv_forward_workspace_bytes(inChannels, kernel, outChannels))
             for b in 0..<batch {
                 BLAS.ownProduct(transposeB: false, m: outChannels, n: n, k: patch) {
+                    if b == 0 { f32_conv_forward_pack(weight, outChannels, patch, ws) }   // Wᵀ panels, once for the batch
                     f32_conv_forward(x + b * inChannels * height * width, inChannels, height, width, kernel, stride, outH,
-                                     outW, weight, outChannels, hasBias ? bias : nil, relu ? 1 : 0, y + b * outChannels * n, ws)
+                                     outW, outChannels, hasBias ? bias : nil, relu ? 1 : 0, y + b * outChannels * n, ws)
                 }
             }
             return
@@ -193,7 +194,7 @@ public final class Conv2d {
         // float32 with our kernels: dW += dy_b·cols_bᵀ without an unfolded copy (f32_conv_weight_gradient)
         let ownWorkspace: UnsafeMutableRawPointer? = accumulate && precision == nil && patch >= Float32Kernels.minConvPatch
             && Float32Kernels.effective(float32Kernels) == .own
-            ? self.ownWorkspace.reserve(bytes: f32_conv_weight_gradient_workspace_bytes(inChannels, kernel, n)) : nil
+            ? self.ownWorkspace.reserve(bytes: f32_conv_weight_gradient_workspace_bytes(inChannels, kernel, n, outChannels)) : nil
         // float32 with our kernels: dx = fold(Wᵀ·dy_b) a few channels at a time (f32_conv_input_gradient), Wᵀ made once
         var inputGradientWorkspace: UnsafeMutableRawPointer?
         if dx != nil, precision == nil, patch >= Float32Kernels.minConvPatch,

@@ -99,7 +99,7 @@ public enum ASRBenchmark {
         public var nodes = 0
         public var worldSize = 1
         public var blas = ""
-        /// The kernels of the float32 Linear forward and weight gradient (16–256 rows) and Conv2d forward and weight gradient (`Float32Kernels.selectedLine`).
+        /// The kernels of the float32 Linear forward and weight gradient (16–256 rows) and Conv2d forward, weight and input gradient (`Float32Kernels.selectedLine`).
         public var float32Kernels = ""
         /// How the ranks summed gradients (the trainer's start line says the same).
         public var gradientSum = ""

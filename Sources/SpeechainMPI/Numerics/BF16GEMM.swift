@@ -97,15 +97,18 @@ public enum BF16GEMM {
     }
 }
 
-/// Which kernels multiply four float32 products: Linear's forward and weight gradient for batches of
-/// `minRows`…`maxRows` rows, and Conv2d's forward and weight gradient for patches of at least `minConvPatch` values.
+/// Which kernels multiply five float32 products: Linear's forward and weight gradient for batches of
+/// `minRows`…`maxRows` rows, and Conv2d's forward, weight gradient and input gradient for patches of at least
+/// `minConvPatch` values.
 ///
-/// - `own`: `f32_linear_forward`, `f32_linear_weight_gradient`, `f32_conv_forward` and `f32_conv_weight_gradient`
-///   (`Sources/CKernels/bf16_gemm.c`): W read in place, never packed; Linear's weight gradient sums the squares of
-///   what it writes for the clipping norm (GradientNormTally); the convolutions unfold 64 positions (forward) or 64
-///   patch entries (weight gradient) at a time into a cache-resident panel, never the whole utterance. AVX-512F only.
+/// - `own`: `f32_linear_forward`, `f32_linear_weight_gradient`, `f32_conv_forward`, `f32_conv_weight_gradient` and
+///   `f32_conv_input_gradient` (`Sources/CKernels/bf16_gemm.c`): W read in place (Linear) or packed once per call
+///   (Conv2d); Linear's weight gradient sums the squares of what it writes for the clipping norm
+///   (GradientNormTally); the convolution's forward and weight gradient broadcast the patch values straight from x
+///   (no unfolded copy, no panel of it), its input gradient folds Wᵀ·dy a few channels at a time while in cache.
+///   AVX-512F only.
 /// - `openblas`: sgemm (Linear as yᵀ = W·xᵀ then a transpose that adds the bias, `Linear.transposedForwardMaxRows`;
-///   dW += dyᵀ·x; Conv2d as im2col then W·cols and dW += dy·colsᵀ).
+///   dW += dyᵀ·x; Conv2d as im2col then W·cols, dW += dy·colsᵀ and dcols = Wᵀ·dy then col2im).
 ///
 /// OpenBLAS packs all of W on every call, which for 64 rows costs about a fifth of the product. Measured on an AMD
 /// EPYC family 25 model 17 (Zen 4), one thread, W cold in memory as in a training step (2026-12-07,
@@ -122,12 +125,12 @@ public enum Float32Kernels: String, Sendable, CaseIterable, CustomStringConverti
     /// the panel) OpenBLAS was as fast or faster (8 rows × 512 → 2048: 65 against 56 GFLOP/s), and stays.
     public static let minRows = 16
     public static let maxRows = Linear.transposedForwardMaxRows
-    /// Conv2d's forward uses `own` from this many values per patch (Cin·k·k): the ASR prenet's second convolution
-    /// (256·9) ran at 16.0–16.4 against 17.0–17.6 ms per utterance for im2col + sgemm; its first (1·9 values per
-    /// patch, outputs 28× its products) at 0.85 against 0.56 ms, and keeps OpenBLAS. The weight gradient follows the
-    /// same rule: for the second convolution `f32_conv_weight_gradient` ran as fast as sgemm's dy·colsᵀ alone
-    /// (102.0/101.8 against 102.7/100.6 GFLOP/s in alternated `bench-asr` runs) and saves the unfold before it
-    /// (the backward 960/971 against 980/997 ms).
+    /// Conv2d uses `own` from this many values per patch (Cin·k·k). The ASR prenet's second convolution (256·9),
+    /// AMD EPYC family 25 model 17 (Zen 4), 16 utterances with x cold in memory (2026-12-07, scripts/bench/conv_products.c,
+    /// medians of 7): forward 240 against 263 ms for our earlier panel kernel and 272–281 for im2col + sgemm; weight
+    /// gradient 236 against 258 ms; input gradient with its fold 16.4–17.5 against 18.7–24 ms per utterance for
+    /// sgemm + col2im. Its first (1·9 values per patch, outputs 28× its products) ran at 0.85 against 0.56 ms per
+    /// utterance with our kernel, and keeps OpenBLAS.
     public static let minConvPatch = 64
 
     /// Whether this CPU and OS run `own` (AVX-512F with the ZMM state enabled).
@@ -157,7 +160,7 @@ public enum Float32Kernels: String, Sendable, CaseIterable, CustomStringConverti
     /// For start lines and reports: "float32 Linear forward and weight gradient (16–256 rows), Conv2d forward and
     /// weight gradient: own AVX-512 kernels".
     public static var selectedLine: String {
-        "float32 Linear forward and weight gradient (\(minRows)–\(maxRows) rows), Conv2d forward and weight gradient: \(selectedName)"
+        "float32 Linear forward and weight gradient (\(minRows)–\(maxRows) rows), Conv2d forward, weight and input gradient: \(selectedName)"
     }
 
     /// y[m, n] = Σ_k x[m, k]·w[n, k] + bias[n] with `own` (precondition: supported).

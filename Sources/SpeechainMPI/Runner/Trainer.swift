@@ -30,7 +30,7 @@ public struct TrainingSummary: Codable, Sendable {
     /// The BLAS library, version and kernels (BLASKernels) and whether denormals were flushed.
     public var blas = ""
     public var flushDenormal = false
-    /// The kernels of the float32 Linear forward and weight gradient (16–256 rows) and Conv2d forward and weight gradient (`Float32Kernels`).
+    /// The kernels of the float32 Linear forward and weight gradient (16–256 rows) and Conv2d forward, weight and input gradient (`Float32Kernels`).
     public var float32Kernels = ""
 }
 

@@ -23,6 +23,7 @@ import Testing
         Case(batch: 2, cin: 8, cout: 7, height: 12, width: 10, kernel: 3, stride: 1),     // gathers
         Case(batch: 1, cin: 16, cout: 5, height: 23, width: 31, kernel: 2, stride: 3),    // patch of 64, gathers
         Case(batch: 1, cin: 1, cout: 4, height: 9, width: 11, kernel: 3, stride: 2),      // patch 9: OpenBLAS in any case
+        Case(batch: 2, cin: 8, cout: 70, height: 11, width: 13, kernel: 3, stride: 2),    // two panels of channels, one partial
     ]
 
     static func random(_ n: Int, seed: UInt64) -> [Float] {

@@ -56,7 +56,7 @@ import Testing
         }
         // and which kernel multiplies small batches (our own on a Zen 4, where it was measured faster)
         let expected = Float32Kernels.effective(Float32Kernels.preferred(cpu: BLASKernels.cpuIdentity(), supported: Float32Kernels.isSupported))
-        #expect(line.hasSuffix("; float32 Linear forward and weight gradient (16–256 rows), Conv2d forward and weight gradient: \(expected == .own ? "own AVX-512 kernels" : "OpenBLAS")"), "\(line)")
+        #expect(line.hasSuffix("; float32 Linear forward and weight gradient (16–256 rows), Conv2d forward, weight and input gradient: \(expected == .own ? "own AVX-512 kernels" : "OpenBLAS")"), "\(line)")
     }
 
     /// OPENBLAS_CORETYPE=Prescott makes OpenBLAS start on its SSE3 kernels on any x86-64 CPU; marked as imposed (not
