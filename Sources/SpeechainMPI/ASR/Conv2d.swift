@@ -93,7 +93,6 @@ public final class Conv2d {
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, height: Int, width: Int,
                         amp: ReducedPrecision? = nil, relu: Bool = false) {
         let outH = outputSize(height), outW = outputSize(width), n = outH * outW
-        cols.resize(to: patch * n)
         precision = amp
         var weight = UnsafePointer(store.values.pointer + weightOffset)
         var bias = UnsafePointer(store.values.pointer + biasOffset)
@@ -111,6 +110,7 @@ public final class Conv2d {
             }
             return
         }
+        cols.resize(to: patch * n)   // (only here: our kernels unfold nothing)
         for b in 0..<batch {
             unfold(x + b * inChannels * height * width, height: height, width: width, outH: outH, outW: outW)
             let yb = y + b * outChannels * n
@@ -170,7 +170,6 @@ public final class Conv2d {
     public func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?,
                          reluMask: UnsafePointer<Float>? = nil, batch: Int, height: Int, width: Int, accumulate: Bool) {
         let outH = outputSize(height), outW = outputSize(width), n = outH * outW
-        cols.resize(to: patch * n)
         let g = store.gradients.pointer
         var weight = UnsafePointer(store.values.pointer + weightOffset)
         // under autocast: the float32 sums of the whole batch, rounded once and then added to the buffer
@@ -191,14 +190,14 @@ public final class Conv2d {
                 weightGradient = batchGradient.pointer; biasGradient = batchGradient.pointer + outChannels * patch
             }
         }
-        // float32 with our kernels: dW += dy_b·cols_bᵀ without an unfolded copy (f32_conv_weight_gradient)
-        let ownWorkspace: UnsafeMutableRawPointer? = accumulate && precision == nil && patch >= Float32Kernels.minConvPatch
-            && Float32Kernels.effective(float32Kernels) == .own
+        // float32 with our kernels: dW += dy_b·cols_bᵀ without an unfolded copy (f32_conv_weight_gradient) and
+        // dx = fold(Wᵀ·dy_b) a few channels at a time (f32_conv_input_gradient, Wᵀ made once); otherwise im2col/col2im
+        let own = precision == nil && patch >= Float32Kernels.minConvPatch && Float32Kernels.effective(float32Kernels) == .own
+        if !own { cols.resize(to: patch * n) }
+        let ownWorkspace: UnsafeMutableRawPointer? = accumulate && own
             ? self.ownWorkspace.reserve(bytes: f32_conv_weight_gradient_workspace_bytes(inChannels, kernel, n, outChannels)) : nil
-        // float32 with our kernels: dx = fold(Wᵀ·dy_b) a few channels at a time (f32_conv_input_gradient), Wᵀ made once
         var inputGradientWorkspace: UnsafeMutableRawPointer?
-        if dx != nil, precision == nil, patch >= Float32Kernels.minConvPatch,
-           Float32Kernels.effective(float32Kernels) == .own {
+        if dx != nil, own {
             transposedWeight.resize(to: outChannels * patch)
             f32_transpose(store.values.pointer + weightOffset, outChannels, patch, transposedWeight.pointer)
             inputGradientWorkspace = self.inputGradientWorkspace.reserve(
