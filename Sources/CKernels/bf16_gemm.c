@@ -1,6 +1,6 @@
 // Products in our own AVX-512 kernels (see include/BF16GEMM.h for the contracts): Linear's three bfloat16 products
 // with AVX512_BF16, and (further down) the float32 forward and weight gradient of Linear for small batches and the
-// float32 forward of Conv2d.
+// three float32 products of Conv2d (forward, weight gradient, input gradient).
 //
 // vdpbf16ps adds, in each of 16 float32 lanes, a[2i]·b[2i] + a[2i+1]·b[2i+1] over bfloat16 pairs: every operand is
 // packed as 32-bit words holding two bfloat16 values that are consecutive along the reduction. The micro-kernel
@@ -548,9 +548,9 @@ static void patch_offsets(int32_t *row, size_t channels, size_t height, size_t w
 // positions' patch values broadcast straight from x (one base pointer per position, the patch entry's offset from a
 // table: any kernel size and stride, no unfolded copy and no panel of it), W packed once per call as Wᵀ panels
 // [64 channels][K][64] (f32_conv_forward_pack; a panel is 590 KB for the ASR prenet and stays in L2 while all the
-// positions pass). The lines of x three patch entries ahead are prefetched into L1 (they come from L2: one output
+// positions pass). The lines of x 24 patch entries ahead are prefetched into L1 (they come from L2: one output
 // row's patches are 150 KB): without that the broadcasts' misses cost 8% (110 against 102 GFLOP/s on the prenet's
-// second convolution, Zen 4). Four output rows at a time go through all the panels (x read from memory once; 107 against
+// second convolution with x in L3, Zen 4). Four output rows at a time go through all the panels (x read from memory once; 107 against
 // 104 GFLOP/s with each panel over the whole utterance, x cold). The 6 × 64 tile is written to y transposed with the
 // bias and the ReLU on the way.
 size_t f32_conv_forward_workspace_bytes(size_t in_channels, size_t kernel, size_t cout) {
@@ -698,7 +698,7 @@ F32_TARGET void f32_conv_weight_gradient(const float *x, size_t channels, size_t
 // their patch entries × all positions, 100 KB for the ASR prenet, in L2) and folded into those channels' planes of
 // dx at once (ck_conv_fold, which zeroes each plane first and applies the ReLU mask): no 13 MB dcols of the whole
 // utterance goes to memory and back, and no sgemm packs dy or Wᵀ on every call.
-void f32_transpose(const float *src, size_t rows, size_t cols, float *dst) {
+F32_TARGET void f32_transpose(const float *src, size_t rows, size_t cols, float *dst) {
     for (size_t r0 = 0; r0 < rows; r0 += 16)
         for (size_t c0 = 0; c0 < cols; c0 += 16)
             transpose16(src + r0 * cols + c0, cols, rows - r0 < 16 ? rows - r0 : 16, cols - c0 < 16 ? cols - c0 : 16,

@@ -65,7 +65,7 @@ size_t f32_conv_weight_gradient_workspace_bytes(size_t in_channels, size_t kerne
 void f32_conv_weight_gradient(const float *x, size_t channels, size_t height, size_t width, size_t kernel, size_t stride,
                               size_t oh, size_t ow, const float *dy, size_t cout, float *g, void *workspace);
 
-/// dst[c][r] = src[r][c] for a row-major src [rows][cols] (dst [cols][rows]).
+/// dst[c][r] = src[r][c] for a row-major src [rows][cols] (dst [cols][rows]). Call only when f32_linear_supported().
 void f32_transpose(const float *src, size_t rows, size_t cols, float *dst);
 
 /// The input gradient of such a convolution for one utterance, given wt = Wᵀ [Cin·k·k][Cout] (f32_transpose of W):

@@ -126,11 +126,12 @@ public enum Float32Kernels: String, Sendable, CaseIterable, CustomStringConverti
     public static let minRows = 16
     public static let maxRows = Linear.transposedForwardMaxRows
     /// Conv2d uses `own` from this many values per patch (Cin·k·k). The ASR prenet's second convolution (256·9),
-    /// AMD EPYC family 25 model 17 (Zen 4), 16 utterances with x cold in memory (2026-12-07, scripts/bench/conv_products.c,
-    /// medians of 7): forward 240 against 263 ms for our earlier panel kernel and 272–281 for im2col + sgemm; weight
-    /// gradient 236 against 258 ms; input gradient with its fold 16.4–17.5 against 18.7–24 ms per utterance for
-    /// sgemm + col2im. Its first (1·9 values per patch, outputs 28× its products) ran at 0.85 against 0.56 ms per
-    /// utterance with our kernel, and keeps OpenBLAS.
+    /// AMD EPYC family 25 model 17 (Zen 4), 16 utterances with x cold in memory, medians of 7 (2026-12-07,
+    /// scripts/bench/conv_products.c): forward 245 against 300 ms for im2col + sgemm, weight gradient 244 against 298,
+    /// input gradient with its fold 264 against 299 for sgemm + col2im; the forward and weight gradient of the panel
+    /// kernels before them took 263 and 258 ms (bench/conv-roles-swapped-20261207-zen4). Its first convolution (1·9
+    /// values per patch, outputs 28× its products) ran at 0.85 against 0.56 ms per utterance with our kernel, and
+    /// keeps OpenBLAS.
     public static let minConvPatch = 64
 
     /// Whether this CPU and OS run `own` (AVX-512F with the ZMM state enabled).
