@@ -31,6 +31,30 @@ import Testing
         return (0..<n).map { _ in rng.uniform(-1, 1) }
     }
 
+    static let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+    /// The values at the end of a fresh page, right before a page that may not be read or written (a touch past them
+    /// stops the test process with SIGSEGV); unmap the region returned (2 pages) afterwards.
+    static func guarded(_ values: [Float]) throws -> (UnsafeMutablePointer<Float>, UnsafeMutableRawPointer) {
+        let region = try #require(mmap(nil, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
+        #expect(region != MAP_FAILED)
+        #expect(mprotect(region + page, page, PROT_NONE) == 0)
+        let p = (region + page - values.count * 4).bindMemory(to: Float.self, capacity: values.count)
+        p.update(from: values, count: values.count)
+        return (p, region)
+    }
+
+    /// A 3×3 stride-2 convolution on our kernels, its parameters random.
+    static func ownConv(_ cin: Int, _ cout: Int, seed: UInt64) -> (Conv2d, ParameterStore) {
+        let conv = Conv2d(cin, cout, kernel: 3, stride: 2)
+        conv.float32Kernels = .own
+        let store = ParameterStore()
+        conv.declareParameters(in: store, prefix: "conv.", module: "m")
+        store.allocate()
+        store.values.copy(from: random(store.count, seed: seed), at: 0)
+        return (conv, store)
+    }
+
     @Test(arguments: cases)
     func forwardMatchesTheFormula(_ c: Case) throws {
         let kernels = Float32Kernels.allCases.filter { Float32Kernels.effective($0) == $0 }
@@ -190,21 +214,8 @@ import Testing
     @Test func ownInputGradientStaysInsideItsBuffers() throws {
         guard Float32Kernels.isSupported else { return }
         let (cin, cout, h, w) = (8, 5, 9, 9)   // k 3, s 2: 4×4 positions
-        let conv = Conv2d(cin, cout, kernel: 3, stride: 2)
-        conv.float32Kernels = .own
-        let store = ParameterStore()
-        conv.declareParameters(in: store, prefix: "conv.", module: "m")
-        store.allocate()
-        store.values.copy(from: Self.random(store.count, seed: 91), at: 0)
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        func guarded(_ values: [Float]) throws -> (UnsafeMutablePointer<Float>, UnsafeMutableRawPointer) {
-            let region = try #require(mmap(nil, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
-            #expect(region != MAP_FAILED)
-            #expect(mprotect(region + page, page, PROT_NONE) == 0)
-            let p = (region + page - values.count * 4).bindMemory(to: Float.self, capacity: values.count)
-            p.update(from: values, count: values.count)
-            return (p, region)
-        }
+        let (conv, _) = Self.ownConv(cin, cout, seed: 91)
+        let page = Self.page, guarded = Self.guarded
         let xs = Self.random(cin * h * w, seed: 92), dys = Self.random(cout * 16, seed: 93), masks = Self.random(cin * h * w, seed: 94)
         let (dy, rdy) = try guarded(dys), (mask, rmask) = try guarded(masks)
         let (dx, rdx) = try guarded([Float](repeating: .nan, count: cin * h * w))
@@ -225,21 +236,8 @@ import Testing
     @Test func ownWeightGradientReadsNothingPastItsInputs() throws {
         guard Float32Kernels.isSupported else { return }
         let (cin, cout, h, w) = (8, 5, 9, 9)   // k 3, s 2: 4×4 positions, the last patch ends on x's last element
-        let conv = Conv2d(cin, cout, kernel: 3, stride: 2)
-        conv.float32Kernels = .own
-        let store = ParameterStore()
-        conv.declareParameters(in: store, prefix: "conv.", module: "m")
-        store.allocate()
-        store.values.copy(from: Self.random(store.count, seed: 71), at: 0)
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        func guarded(_ values: [Float]) throws -> (UnsafeMutablePointer<Float>, UnsafeMutableRawPointer) {
-            let region = try #require(mmap(nil, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
-            #expect(region != MAP_FAILED)
-            #expect(mprotect(region + page, page, PROT_NONE) == 0)
-            let p = (region + page - values.count * 4).bindMemory(to: Float.self, capacity: values.count)
-            p.update(from: values, count: values.count)
-            return (p, region)
-        }
+        let (conv, store) = Self.ownConv(cin, cout, seed: 71)
+        let page = Self.page, guarded = Self.guarded
         let xs = Self.random(cin * h * w, seed: 72), dys = Self.random(cout * 16, seed: 73)
         let (x, rx) = try guarded(xs), (dy, rdy) = try guarded(dys)
         defer { munmap(rx, 2 * page); munmap(rdy, 2 * page) }
@@ -260,19 +258,10 @@ import Testing
     @Test func ownForwardReadsNothingPastTheInput() throws {
         guard Float32Kernels.isSupported else { return }
         let (cin, h, w) = (8, 9, 9)   // k 3, s 2: 4×4 positions, the last one's patch ends on x's last element
-        let conv = Conv2d(cin, 5, kernel: 3, stride: 2)
-        conv.float32Kernels = .own
-        let store = ParameterStore()
-        conv.declareParameters(in: store, prefix: "conv.", module: "m")
-        store.allocate()
-        store.values.copy(from: Self.random(store.count, seed: 51), at: 0)
-        let page = Int(sysconf(Int32(_SC_PAGESIZE))), count = cin * h * w
-        let region = try #require(mmap(nil, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
-        #expect(region != MAP_FAILED)
-        defer { munmap(region, 2 * page) }
-        #expect(mprotect(region + page, page, PROT_NONE) == 0)
-        let x = (region + page - count * 4).bindMemory(to: Float.self, capacity: count)
-        for (i, v) in Self.random(count, seed: 52).enumerated() { x[i] = v }
+        let (conv, _) = Self.ownConv(cin, 5, seed: 51)
+        let count = cin * h * w
+        let (x, region) = try Self.guarded(Self.random(count, seed: 52))
+        defer { munmap(region, 2 * Self.page) }
         let y = FloatBuffer(count: 5 * 4 * 4), reference = FloatBuffer(count: 5 * 4 * 4)
         conv.forward(x, y.pointer, batch: 1, height: h, width: w)
         conv.float32Kernels = .openblas
@@ -284,12 +273,7 @@ import Testing
     /// The same utterance alone and in a batch gives the same bits with our kernel (each sum in patch order).
     @Test func ownForwardOfAnUtteranceDoesNotDependOnTheBatch() throws {
         guard Float32Kernels.isSupported else { return }   // no AVX-512F: only im2col + OpenBLAS runs here
-        let conv = Conv2d(12, 9, kernel: 3, stride: 2)
-        conv.float32Kernels = .own
-        let store = ParameterStore()
-        conv.declareParameters(in: store, prefix: "conv.", module: "m")
-        store.allocate()
-        store.values.copy(from: Self.random(store.count, seed: 41), at: 0)
+        let (conv, _) = Self.ownConv(12, 9, seed: 41)
         let (h, w) = (29, 25), each = 12 * h * w, out = 9 * conv.outputSize(h) * conv.outputSize(w)
         let x = FloatBuffer(Self.random(3 * each, seed: 42))
         let all = FloatBuffer(count: 3 * out), one = FloatBuffer(count: out)
