@@ -44,10 +44,11 @@ import Testing
         return (p, region)
     }
 
-    /// A 3×3 stride-2 convolution on our kernels, its parameters random.
-    static func ownConv(_ cin: Int, _ cout: Int, seed: UInt64) -> (Conv2d, ParameterStore) {
-        let conv = Conv2d(cin, cout, kernel: 3, stride: 2)
-        conv.float32Kernels = .own
+    /// A convolution on the given kernels (by default a 3×3 stride-2 one on ours), its parameters random.
+    static func makeConv(_ cin: Int, _ cout: Int, kernel: Int = 3, stride: Int = 2, bias: Bool = true,
+                         on kernels: Float32Kernels = .own, seed: UInt64) -> (Conv2d, ParameterStore) {
+        let conv = Conv2d(cin, cout, kernel: kernel, stride: stride, bias: bias)
+        conv.float32Kernels = kernels
         let store = ParameterStore()
         conv.declareParameters(in: store, prefix: "conv.", module: "m")
         store.allocate()
@@ -61,12 +62,8 @@ import Testing
         for kernel in kernels {
             for bias in [true, false] {
                 for relu in [false, true] {
-                    let conv = Conv2d(c.cin, c.cout, kernel: c.kernel, stride: c.stride, bias: bias)
-                    conv.float32Kernels = kernel
-                    let store = ParameterStore()
-                    conv.declareParameters(in: store, prefix: "conv.", module: "m")
-                    store.allocate()
-                    store.values.copy(from: Self.random(store.count, seed: 31), at: 0)
+                    let (conv, store) = Self.makeConv(c.cin, c.cout, kernel: c.kernel, stride: c.stride, bias: bias,
+                                                      on: kernel, seed: 31)
                     let oh = conv.outputSize(c.height), ow = conv.outputSize(c.width), patch = c.cin * c.kernel * c.kernel
                     let xs = Self.random(c.batch * c.cin * c.height * c.width, seed: 32)
                     let x = FloatBuffer(xs), y = FloatBuffer(count: c.batch * c.cout * oh * ow, repeating: .nan)
@@ -105,12 +102,7 @@ import Testing
     @Test(arguments: cases)
     func weightGradientMatchesTheFormula(_ c: Case) throws {
         for kernel in Float32Kernels.allCases where Float32Kernels.effective(kernel) == kernel {
-            let conv = Conv2d(c.cin, c.cout, kernel: c.kernel, stride: c.stride)
-            conv.float32Kernels = kernel
-            let store = ParameterStore()
-            conv.declareParameters(in: store, prefix: "conv.", module: "m")
-            store.allocate()
-            store.values.copy(from: Self.random(store.count, seed: 61), at: 0)
+            let (conv, store) = Self.makeConv(c.cin, c.cout, kernel: c.kernel, stride: c.stride, on: kernel, seed: 61)
             let g0 = Self.random(store.count, seed: 62)
             store.gradients.copy(from: g0, at: 0)   // an earlier micro-batch's
             let oh = conv.outputSize(c.height), ow = conv.outputSize(c.width), patch = c.cin * c.kernel * c.kernel, n = oh * ow
@@ -158,12 +150,7 @@ import Testing
     func inputGradientMatchesTheFormula(_ c: Case) throws {
         for kernel in Float32Kernels.allCases where Float32Kernels.effective(kernel) == kernel {
             for masked in [false, true] {
-                let conv = Conv2d(c.cin, c.cout, kernel: c.kernel, stride: c.stride)
-                conv.float32Kernels = kernel
-                let store = ParameterStore()
-                conv.declareParameters(in: store, prefix: "conv.", module: "m")
-                store.allocate()
-                store.values.copy(from: Self.random(store.count, seed: 81), at: 0)
+                let (conv, store) = Self.makeConv(c.cin, c.cout, kernel: c.kernel, stride: c.stride, on: kernel, seed: 81)
                 let oh = conv.outputSize(c.height), ow = conv.outputSize(c.width), patch = c.cin * c.kernel * c.kernel
                 let n = oh * ow, area = c.height * c.width
                 let xs = Self.random(c.batch * c.cin * area, seed: 82), dys = Self.random(c.batch * c.cout * n, seed: 83)
@@ -214,7 +201,7 @@ import Testing
     @Test func ownInputGradientStaysInsideItsBuffers() throws {
         guard Float32Kernels.isSupported else { return }
         let (cin, cout, h, w) = (8, 5, 9, 9)   // k 3, s 2: 4×4 positions
-        let (conv, _) = Self.ownConv(cin, cout, seed: 91)
+        let (conv, _) = Self.makeConv(cin, cout, seed: 91)
         let page = Self.page, guarded = Self.guarded
         let xs = Self.random(cin * h * w, seed: 92), dys = Self.random(cout * 16, seed: 93), masks = Self.random(cin * h * w, seed: 94)
         let (dy, rdy) = try guarded(dys), (mask, rmask) = try guarded(masks)
@@ -236,7 +223,7 @@ import Testing
     @Test func ownWeightGradientReadsNothingPastItsInputs() throws {
         guard Float32Kernels.isSupported else { return }
         let (cin, cout, h, w) = (8, 5, 9, 9)   // k 3, s 2: 4×4 positions, the last patch ends on x's last element
-        let (conv, store) = Self.ownConv(cin, cout, seed: 71)
+        let (conv, store) = Self.makeConv(cin, cout, seed: 71)
         let page = Self.page, guarded = Self.guarded
         let xs = Self.random(cin * h * w, seed: 72), dys = Self.random(cout * 16, seed: 73)
         let (x, rx) = try guarded(xs), (dy, rdy) = try guarded(dys)
@@ -258,7 +245,7 @@ import Testing
     @Test func ownForwardReadsNothingPastTheInput() throws {
         guard Float32Kernels.isSupported else { return }
         let (cin, h, w) = (8, 9, 9)   // k 3, s 2: 4×4 positions, the last one's patch ends on x's last element
-        let (conv, _) = Self.ownConv(cin, 5, seed: 51)
+        let (conv, _) = Self.makeConv(cin, 5, seed: 51)
         let count = cin * h * w
         let (x, region) = try Self.guarded(Self.random(count, seed: 52))
         defer { munmap(region, 2 * Self.page) }
@@ -273,7 +260,7 @@ import Testing
     /// The same utterance alone and in a batch gives the same bits with our kernel (each sum in patch order).
     @Test func ownForwardOfAnUtteranceDoesNotDependOnTheBatch() throws {
         guard Float32Kernels.isSupported else { return }   // no AVX-512F: only im2col + OpenBLAS runs here
-        let (conv, _) = Self.ownConv(12, 9, seed: 41)
+        let (conv, _) = Self.makeConv(12, 9, seed: 41)
         let (h, w) = (29, 25), each = 12 * h * w, out = 9 * conv.outputSize(h) * conv.outputSize(w)
         let x = FloatBuffer(Self.random(3 * each, seed: 42))
         let all = FloatBuffer(count: 3 * out), one = FloatBuffer(count: out)
