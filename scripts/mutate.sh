@@ -245,7 +245,7 @@ build() {   # log file
     ( cd "$SCRATCH" && timeout --kill-after=30 "$BUILD_TIMEOUT" nice -n 10 swift build "${SWIFT_RELEASE_FLAGS[@]}" --build-tests ) > "$1" 2>&1
 }
 run_tests() {   # filter regex, log file
-    ( cd "$SCRATCH" && timeout --kill-after=30 "$TEST_TIMEOUT" nice -n 10 swift test "${SWIFT_RELEASE_FLAGS[@]}" --skip-build --filter "$1" ) > "$2" 2>&1
+    ( cd "$SCRATCH" && timeout --kill-after=30 "$TEST_TIMEOUT" nice -n 10 env MALLOC_PERTURB_="${MALLOC_PERTURB_:-165}" swift test "${SWIFT_RELEASE_FLAGS[@]}" --skip-build --filter "$1" ) > "$2" 2>&1
 }
 # the suites swift-testing reports failed ("✘ Suite GradScalerTests failed after …")
 failed_suites() { grep -a -o '✘ Suite [A-Za-z0-9_]* failed' "$1" | awk '{print $3}' | sort -u | paste -sd ' ' || true; }

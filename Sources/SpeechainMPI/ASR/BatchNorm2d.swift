@@ -24,7 +24,7 @@ public final class BatchNorm2d {
     public private(set) var runningMean: [Float]
     public private(set) var runningVar: [Float]
     public private(set) var batchesTracked: Int64 = 0
-    private unowned(unsafe) var store: ParameterStore!
+    private var store: ParameterStore!   // strong: a layer keeps the buffers it reads and writes alive
     private(set) var weightOffset = 0
     private(set) var biasOffset = 0
     private var prefix = ""

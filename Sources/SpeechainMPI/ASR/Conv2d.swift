@@ -26,7 +26,7 @@ public final class Conv2d {
     public let kernel: Int
     public let stride: Int
     public let hasBias: Bool
-    private unowned(unsafe) var store: ParameterStore!
+    private var store: ParameterStore!   // strong: a layer keeps the buffers it reads and writes alive
     private(set) var weightOffset = 0
     private(set) var biasOffset = 0
     private let cols = FloatBuffer(count: 0)

@@ -6,7 +6,7 @@ public final class EmbedPrenet {
     public let dim: Int
     public let paddingIndex = 0
     public let scale: Bool
-    private unowned(unsafe) var store: ParameterStore!
+    private var store: ParameterStore!   // strong: a layer keeps the buffers it reads and writes alive
     private var weightOffset = 0
     let output = FloatBuffer(count: 0)
     private var tokens: UnsafePointer<Int32>?

@@ -6,7 +6,7 @@ import CKernels
 public final class LayerNorm: Layer {
     public let features: Int
     public let eps: Float
-    private unowned(unsafe) var store: ParameterStore!
+    private var store: ParameterStore!   // strong: a layer keeps the buffers it reads and writes alive
     private var weightOffset = 0
     private var biasOffset = 0
     private var rstd = FloatBuffer(count: 0)   // 1/σ̂ per row, from the last forward

@@ -17,7 +17,7 @@ public final class Linear: Layer {
     public let inFeatures: Int
     public let outFeatures: Int
     public let hasBias: Bool
-    private unowned(unsafe) var store: ParameterStore!
+    private var store: ParameterStore!   // strong: a layer keeps the buffers it reads and writes alive
     private var weightOffset = 0
     private var biasOffset = 0
     // autocast state of the last forward and its workspaces (grown once, reused)
