@@ -39,11 +39,22 @@ public final class Conv2d {
 
     /// How the products run under bfloat16 autocast (see the type's documentation); float16 is always emulated.
     public var bfloat16Products = BF16GEMM.defaultProducts
-    /// Which kernel runs the float32 forward and weight gradient of a convolution with a patch of at least
-    /// `Float32Kernels.minConvPatch` values (`Float32Kernels`: our own unfolds each panel of 64 positions, or of 64
-    /// patch entries, just in time; no unfolded copy of the utterance).
+    /// Which kernels run the float32 forward, weight gradient and input gradient of a convolution with a patch of at
+    /// least `Float32Kernels.minConvPatch` values (`Float32Kernels`: ours broadcast the patch values straight from x
+    /// and fold the input gradient while in cache — no unfolded copy of the utterance — or im2col/col2im + sgemm).
     public var float32Kernels = Float32Kernels.selected
     private let ownWorkspace = BF16GEMM.Workspace(), inputGradientWorkspace = BF16GEMM.Workspace()
+
+    /// Whether a float32 product (no autocast) runs in our own kernels.
+    private func runsOwnKernels(_ amp: ReducedPrecision?) -> Bool {
+        amp == nil && patch >= Float32Kernels.minConvPatch && Float32Kernels.effective(float32Kernels) == .own
+    }
+
+    /// Wᵀ [patch, Cout] in `transposedWeight`, for dcols = Wᵀ·dy (our float32 kernel and the native bfloat16 one).
+    private func transposeWeight() {
+        transposedWeight.resize(to: outChannels * patch)
+        f32_transpose(store.values.pointer + weightOffset, outChannels, patch, transposedWeight.pointer)
+    }
     /// Whether the last forward and backward ran the native bfloat16 products; tests read it.
     internal private(set) var ranNative = (forward: false, backward: false)
 
@@ -99,7 +110,7 @@ public final class Conv2d {
         let native = amp == .bfloat16 && BF16GEMM.effective(bfloat16Products) == .native
         ranNative = (native, false)
         if let amp { (weight, bias) = castParameters(amp, weight: !native) }
-        if amp == nil, patch >= Float32Kernels.minConvPatch, Float32Kernels.effective(float32Kernels) == .own {
+        if runsOwnKernels(amp) {
             let ws = ownWorkspace.reserve(bytes: f32_conv_forward_workspace_bytes(inChannels, kernel, outChannels))
             for b in 0..<batch {
                 BLAS.ownProduct(transposeB: false, m: outChannels, n: n, k: patch) {
@@ -176,12 +187,7 @@ public final class Conv2d {
         var weightGradient = g + weightOffset, biasGradient = g + biasOffset
         let native = ranNative.forward && BF16GEMM.allRepresentable(dy, count: batch * outChannels * n)
         ranNative.backward = native
-        if native, dx != nil {
-            // Wᵀ [patch, Cout] for dcols = Wᵀ·dy_b (rounded by the kernel)
-            transposedWeight.resize(to: outChannels * patch)
-            Kernels.transpose(store.values.pointer + weightOffset, rows: patch, cols: outChannels,
-                              into: transposedWeight.pointer, addingBias: nil)
-        }
+        if native, dx != nil { transposeWeight() }   // (rounded by the kernel)
         if let amp = precision {
             if !native { weight = castParameters(amp).0 }
             if accumulate {
@@ -192,20 +198,19 @@ public final class Conv2d {
         }
         // float32 with our kernels: dW += dy_b·cols_bᵀ without an unfolded copy (f32_conv_weight_gradient) and
         // dx = fold(Wᵀ·dy_b) a few channels at a time (f32_conv_input_gradient, Wᵀ made once); otherwise im2col/col2im
-        let own = precision == nil && patch >= Float32Kernels.minConvPatch && Float32Kernels.effective(float32Kernels) == .own
+        let own = runsOwnKernels(precision)
         if !own { cols.resize(to: patch * n) }
-        let ownWorkspace: UnsafeMutableRawPointer? = accumulate && own
-            ? self.ownWorkspace.reserve(bytes: f32_conv_weight_gradient_workspace_bytes(inChannels, kernel, n, outChannels)) : nil
+        let weightGradientWorkspace: UnsafeMutableRawPointer? = accumulate && own
+            ? ownWorkspace.reserve(bytes: f32_conv_weight_gradient_workspace_bytes(inChannels, kernel, n, outChannels)) : nil
         var inputGradientWorkspace: UnsafeMutableRawPointer?
         if dx != nil, own {
-            transposedWeight.resize(to: outChannels * patch)
-            f32_transpose(store.values.pointer + weightOffset, outChannels, patch, transposedWeight.pointer)
+            transposeWeight()
             inputGradientWorkspace = self.inputGradientWorkspace.reserve(
                 bytes: f32_conv_input_gradient_workspace_bytes(inChannels, kernel, n, outChannels))
         }
         for b in 0..<batch {
             let dyb = dy + b * outChannels * n
-            if accumulate, let ws = ownWorkspace {
+            if accumulate, let ws = weightGradientWorkspace {
                 BLAS.ownProduct(transposeB: true, m: outChannels, n: patch, k: n) {
                     f32_conv_weight_gradient(x + b * inChannels * height * width, inChannels, height, width, kernel, stride,
                                              outH, outW, dyb, outChannels, weightGradient, ws)
